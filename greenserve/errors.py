@@ -1,0 +1,62 @@
+"""The exception hierarchy of greenserve.
+
+Strategy: every error the server raises on purpose derives from GreenserveError, so callers can
+catch the family; protocol errors carry the HTTP status that answers them. Cancellation is a
+BaseException so that an app's ``except Exception`` cannot swallow it by accident.
+"""
+
+from __future__ import annotations
+
+
+class GreenserveError(Exception):
+    """Base class of every error greenserve raises on purpose."""
+
+
+class ConfigError(GreenserveError):
+    """A configuration value is invalid. ``option`` names the option as the user spelled it."""
+
+    def __init__(self, option: str, message: str) -> None:
+        super().__init__(f"{option}: {message}")
+        self.option = option
+        self.message = message
+
+
+class AppImportError(GreenserveError):
+    """The WSGI application named on the command line cannot be imported or found."""
+
+
+class BusyResourceError(GreenserveError):
+    """A second greenlet tried to wait on a file descriptor in a direction already waited on."""
+
+
+class ClosedResourceError(GreenserveError, OSError):
+    """The file descriptor was closed while a greenlet waited on it."""
+
+
+class ClientError(GreenserveError, OSError):
+    """The client's side of the exchange failed: a malformed or timed-out request body, or a
+    response the client stopped taking. Raised from wsgi.input and write() into the app."""
+
+
+class ClientDisconnected(ClientError):
+    """The client went away (closed or reset the connection) mid-request."""
+
+
+class ProtocolError(GreenserveError):
+    """An HTTP/1.1 protocol violation. ``status_hint`` is the status code that answers it."""
+
+    def __init__(self, message: str, status_hint: int = 400) -> None:
+        super().__init__(message)
+        self.status_hint = status_hint
+
+
+class RemoteProtocolError(ProtocolError):
+    """The client broke the protocol: answer with ``status_hint`` and close the connection."""
+
+
+class LocalProtocolError(ProtocolError):
+    """The application asked for something illegal: 500, or abort if the head is already sent."""
+
+
+class Cancelled(BaseException):
+    """Thrown into a greenlet by the hub to cancel it (graceful-stop deadline, request timeout)."""

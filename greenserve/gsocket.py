@@ -1,0 +1,197 @@
+"""GreenSocket: a socket whose blocking calls suspend only the calling greenlet.
+
+Strategy: optimistic I/O. Every call tries the non-blocking syscall first and waits on the hub
+only when the kernel answers EAGAIN (``BlockingIOError``). Deadlines are absolute monotonic times
+(``None``: wait forever); a deadline passing raises ``TimeoutError``. A greenlet that moves many
+bytes without ever waiting yields to the hub every ``YIELD_EVERY`` bytes, so one fast client
+cannot starve the others.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any, BinaryIO, List, Optional, Sequence, Tuple, Union
+
+from .hub import Hub, get_hub
+
+Buffer = Union[bytes, bytearray, memoryview]
+YIELD_EVERY = 1 << 20
+_SENDFILE_BLOCK = 1 << 20
+
+
+class GreenSocket:
+    """A non-blocking socket driven by a hub. Methods that may switch say so."""
+
+    __slots__ = ("sock", "fd", "hub", "__weakref__")
+
+    def __init__(self, sock: socket.socket, hub: Optional[Hub] = None) -> None:
+        sock.setblocking(False)
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.hub = hub if hub is not None else get_hub()
+
+    @classmethod
+    def connect(
+        cls, address: Tuple[Any, ...], timeout: Optional[float] = None,
+        family: int = socket.AF_INET, hub: Optional[Hub] = None,
+    ) -> "GreenSocket":
+        """Open a TCP connection (numeric address). May switch. Raises OSError, TimeoutError."""
+        gs = cls(socket.socket(family, socket.SOCK_STREAM), hub)
+        deadline = None if timeout is None else gs.hub.time() + timeout
+        try:
+            err = gs.sock.connect_ex(address)
+            if err not in (0, 115, 36):  # 0, EINPROGRESS (Linux), EINPROGRESS (macOS)
+                raise OSError(err, os.strerror(err))
+            if err:
+                gs.hub.wait_writable(gs.fd, deadline)
+                err = gs.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if err:
+                    raise OSError(err, os.strerror(err))
+        except BaseException:
+            gs.close()
+            raise
+        return gs
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def recv(self, size: int, deadline: Optional[float] = None) -> bytes:
+        """Receive up to ``size`` bytes; b"" at EOF. May switch. Raises TimeoutError, OSError."""
+        while True:
+            try:
+                return self.sock.recv(size)
+            except BlockingIOError:
+                self.hub.wait_readable(self.fd, deadline)
+
+    def recv_into(self, buffer: Any, size: int = 0, deadline: Optional[float] = None) -> int:
+        """Receive into ``buffer``; 0 at EOF. May switch. Raises TimeoutError, OSError."""
+        while True:
+            try:
+                return self.sock.recv_into(buffer, size)
+            except BlockingIOError:
+                self.hub.wait_readable(self.fd, deadline)
+
+    def recv_nowait(self, size: int) -> Optional[bytes]:
+        """Receive what is there without waiting: None if nothing is, b"" at EOF."""
+        try:
+            return self.sock.recv(size)
+        except BlockingIOError:
+            return None
+
+    def send(self, data: Buffer, deadline: Optional[float] = None) -> int:
+        """Send some of ``data``; returns how much. May switch."""
+        while True:
+            try:
+                return self.sock.send(data)
+            except BlockingIOError:
+                self.hub.wait_writable(self.fd, deadline)
+
+    def sendall(self, data: Buffer, timeout: Optional[float] = None) -> None:
+        """Send all of ``data``. ``timeout`` bounds each wait for progress. May switch.
+        Raises TimeoutError, BrokenPipeError, ConnectionResetError."""
+        try:
+            sent = self.sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        if sent == len(data):
+            return
+        self._send_rest(memoryview(data)[sent:], timeout)
+
+    def _send_rest(self, view: memoryview, timeout: Optional[float]) -> None:
+        hub = self.hub
+        since_yield = 0
+        while view:
+            try:
+                n = self.sock.send(view)
+            except BlockingIOError:
+                hub.wait_writable(self.fd, None if timeout is None else hub.time() + timeout)
+                since_yield = 0
+                continue
+            view = view[n:]
+            since_yield += n
+            if since_yield >= YIELD_EVERY and view:
+                hub.yield_now()
+                since_yield = 0
+
+    def sendall_parts(self, parts: Sequence[Buffer], timeout: Optional[float] = None) -> None:
+        """Send several buffers with as few syscalls as possible (sendmsg). May switch."""
+        views: List[memoryview] = [memoryview(p) for p in parts if len(p)]
+        while views:
+            try:
+                n = self.sock.sendmsg(views)
+            except BlockingIOError:
+                self.hub.wait_writable(self.fd, None if timeout is None else self.hub.time() + timeout)
+                continue
+            while n and views:
+                if n >= len(views[0]):
+                    n -= len(views.pop(0))
+                else:
+                    views[0] = views[0][n:]
+                    n = 0
+
+    def sendfile(
+        self, file: BinaryIO, offset: int, count: int, timeout: Optional[float] = None
+    ) -> int:
+        """Send ``count`` bytes of ``file`` from ``offset`` with os.sendfile, falling back to
+        read/send where sendfile is not possible. Returns bytes sent (less only at EOF).
+        May switch."""
+        try:
+            fileno = file.fileno()
+        except (AttributeError, OSError):
+            return self._sendfile_fallback(file, offset, count, timeout)
+        sent = 0
+        since_yield = 0
+        while sent < count:
+            try:
+                n = os.sendfile(self.fd, fileno, offset + sent, min(count - sent, _SENDFILE_BLOCK))
+            except BlockingIOError:
+                self.hub.wait_writable(self.fd, None if timeout is None else self.hub.time() + timeout)
+                since_yield = 0
+                continue
+            except OSError as exc:
+                if sent == 0 and exc.errno in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP
+                    return self._sendfile_fallback(file, offset, count, timeout)
+                raise
+            if n == 0:
+                break  # the file is shorter than promised
+            sent += n
+            since_yield += n
+            if since_yield >= YIELD_EVERY:
+                self.hub.yield_now()
+                since_yield = 0
+        return sent
+
+    def _sendfile_fallback(
+        self, file: BinaryIO, offset: int, count: int, timeout: Optional[float]
+    ) -> int:
+        file.seek(offset)
+        sent = 0
+        while sent < count:
+            block = file.read(min(count - sent, 65536))
+            if not block:
+                break
+            self.sendall(block, timeout)
+            sent += len(block)
+        return sent
+
+    def accept(self) -> Tuple[socket.socket, Any]:
+        """Accept one connection. May switch."""
+        while True:
+            try:
+                return self.sock.accept()
+            except BlockingIOError:
+                self.hub.wait_readable(self.fd)
+
+    def shutdown(self, how: int) -> None:
+        try:
+            self.sock.shutdown(how)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        """Wake any waiter with ClosedResourceError, unregister from the hub, close."""
+        if self.fd >= 0:
+            self.hub.forget_fd(self.fd)
+            self.fd = -1
+        self.sock.close()

@@ -1,0 +1,271 @@
+"""Readers for the request head and the two request body framings.
+
+Strategy: each reader consumes bytes from the front of the connection's ``bytearray`` buffer and
+returns an event, or ``NEED_DATA`` when the buffer does not yet hold enough. Searches resume where
+the previous one stopped, so a head or chunk line fed one byte at a time is still parsed in linear
+time. Every line is bounded: when the limit is passed without a line end, the reader fails at once
+instead of waiting for more bytes. A bare CR or LF anywhere in the framing is refused as soon as
+it is seen (RFC 9112 2.2 allows a recipient to treat bare CR as invalid; we refuse both).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple, Optional, Union
+
+from ..errors import RemoteProtocolError
+from . import _abnf
+from .events import NEED_DATA, Data, EndOfMessage, Headers, Request, Signal
+
+# A bare LF, or a CR that is followed by anything but LF.
+_BARE_EOL = re.compile(rb"(?<!\r)\n|\r(?!\n)")
+_MAX_CHUNK_LINE = 4096
+_MAX_CHUNK_SIZE_DIGITS = 16
+_MAX_LEADING_CRLF = 8
+
+
+class Limits(NamedTuple):
+    max_request_line: int = 8190
+    max_header_bytes: int = 65536
+    max_header_count: int = 100
+    max_body_size: int = 1 << 30
+
+
+def _check_bare_eol(buf: bytearray, start: int) -> None:
+    """Refuse a bare CR or LF in buf[start:], ignoring a CR that may still get its LF."""
+    end = len(buf) - 1 if buf.endswith(b"\r") else len(buf)
+    if start < end and _BARE_EOL.search(buf, start, end):
+        raise RemoteProtocolError("bare CR or LF in message framing")
+
+
+def parse_fields(lines: list[bytes], limit: int) -> Headers:
+    """Parse field lines (RFC 9112 5). Returns (lower-case name, value) pairs. Raises 400/431."""
+    if len(lines) > limit:
+        raise RemoteProtocolError("too many header fields", 431)
+    fields = []
+    match = _abnf.FIELD_LINE.fullmatch
+    for line in lines:
+        m = match(line)
+        if m is None:
+            if line[:1] in (b" ", b"\t"):
+                raise RemoteProtocolError("obsolete line folding is not accepted")
+            raise RemoteProtocolError("invalid header field line")
+        fields.append((m.group(1).lower(), m.group(2)))
+    return tuple(fields)
+
+
+def _check_target(method: bytes, target: bytes) -> None:
+    """Check the request-target form against the method (RFC 9112 3.2)."""
+    first = target[:1]
+    if first == b"/":
+        if b"#" in target:
+            raise RemoteProtocolError("fragment in request-target")
+    elif method == b"CONNECT":
+        if not _abnf.AUTHORITY_FORM.fullmatch(target):
+            raise RemoteProtocolError("CONNECT needs authority-form")
+    elif target == b"*":
+        if method != b"OPTIONS":
+            raise RemoteProtocolError("asterisk-form is only for OPTIONS")
+    else:
+        m = _abnf.ABSOLUTE_FORM.fullmatch(target)
+        if m is None or m.group(1).lower() not in (b"http", b"https"):
+            raise RemoteProtocolError("invalid request-target")
+
+
+def parse_request_line(line: bytes, limits: Limits) -> tuple[bytes, bytes, bytes]:
+    """Return (method, target, version). Raises 400, 414 or 505."""
+    m = _abnf.REQUEST_LINE.fullmatch(line)
+    if m is None:
+        if len(line) > limits.max_request_line:
+            raise RemoteProtocolError("request line too long", 414)
+        raise RemoteProtocolError("invalid request line")
+    method, target, major, minor = m.groups()
+    if major != b"1":
+        # RFC 9110 15.6.6: 505 for a major version the server does not support.
+        raise RemoteProtocolError("HTTP version not supported", 505)
+    _check_target(method, target)
+    # RFC 9110 2.5: a higher minor version of HTTP/1 is treated as the highest we speak.
+    return method, target, (b"1.0" if minor == b"0" else b"1.1")
+
+
+class HeadReader:
+    """Finds and parses one request head at the front of the buffer."""
+
+    __slots__ = ("limits", "_scanned")
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self._scanned = 0
+
+    def reset(self) -> None:
+        self._scanned = 0
+
+    def read(self, buf: bytearray) -> Union[Request, Signal]:
+        if buf[:2] == b"\r\n":
+            self._skip_leading_crlf(buf)
+            self._scanned = 0
+        end = buf.find(b"\r\n\r\n", max(0, self._scanned - 3))
+        if end < 0:
+            self._refuse_incomplete(buf)
+            self._scanned = len(buf)
+            return NEED_DATA
+        limits = self.limits
+        if end > limits.max_request_line + limits.max_header_bytes:
+            self._refuse_incomplete(buf)
+            raise RemoteProtocolError("request head too large", 431)
+        lines = bytes(buf[:end]).split(b"\r\n")
+        del buf[: end + 4]
+        self._scanned = 0
+        method, target, version = parse_request_line(lines[0], limits)
+        if end - len(lines[0]) > limits.max_header_bytes:
+            raise RemoteProtocolError("request header fields too large", 431)
+        return Request(method, target, version, parse_fields(lines[1:], limits.max_header_count))
+
+    def _skip_leading_crlf(self, buf: bytearray) -> None:
+        # RFC 9112 2.2: a server SHOULD ignore at least one empty line before the request-line.
+        n = 0
+        while buf[n : n + 2] == b"\r\n" and n < 2 * _MAX_LEADING_CRLF:
+            n += 2
+        if n:
+            del buf[:n]
+
+    def _refuse_incomplete(self, buf: bytearray) -> None:
+        """Fail early on a head that cannot become valid by waiting for more bytes."""
+        _check_bare_eol(buf, max(0, self._scanned - 1))
+        limits = self.limits
+        line_end = buf.find(b"\r\n", 0, limits.max_request_line + 2)
+        if line_end < 0 and len(buf) > limits.max_request_line:
+            raise RemoteProtocolError("request line too long", 414)
+        if len(buf) > limits.max_request_line + limits.max_header_bytes + 4:
+            raise RemoteProtocolError("request head too large", 431)
+
+
+class LengthReader:
+    """A body of Content-Length bytes (RFC 9112 6.2)."""
+
+    __slots__ = ("remaining",)
+
+    def __init__(self, length: int) -> None:
+        self.remaining = length
+
+    def read(self, buf: bytearray) -> Union[Data, EndOfMessage, Signal]:
+        if self.remaining == 0:
+            return EndOfMessage()
+        if not buf:
+            return NEED_DATA
+        if len(buf) <= self.remaining:
+            data = bytes(buf)
+            buf.clear()
+        else:
+            data = bytes(buf[: self.remaining])
+            del buf[: self.remaining]
+        self.remaining -= len(data)
+        return Data(data)
+
+    def eof(self) -> None:
+        raise RemoteProtocolError("client closed the connection before the body was complete")
+
+
+# States of the chunked reader.
+_SIZE, _DATA, _DATA_END, _TRAILER, _DONE = range(5)
+
+
+class ChunkedReader:
+    """A chunked body with extensions and trailers (RFC 9112 7.1)."""
+
+    __slots__ = ("state", "remaining", "total", "limits", "_scanned", "_trailers")
+
+    def __init__(self, limits: Limits) -> None:
+        self.state = _SIZE
+        self.remaining = 0
+        self.total = 0
+        self.limits = limits
+        self._scanned = 0
+        self._trailers: list[bytes] = []
+
+    def read(self, buf: bytearray) -> Union[Data, EndOfMessage, Signal]:
+        while True:
+            state = self.state
+            if state == _DATA:
+                return self._data(buf)
+            if state == _SIZE:
+                line = self._line(buf, _MAX_CHUNK_LINE, 400)
+                if line is None:
+                    return NEED_DATA
+                self._size_line(line)
+            elif state == _DATA_END:
+                if len(buf) < 2:
+                    return NEED_DATA
+                if buf[:2] != b"\r\n":
+                    raise RemoteProtocolError("chunk data not followed by CRLF")
+                del buf[:2]
+                self.state = _SIZE
+            elif state == _TRAILER:
+                event = self._trailer(buf)
+                if event is not None:
+                    return event
+            else:
+                return EndOfMessage()
+
+    def _line(self, buf: bytearray, limit: int, status: int) -> Optional[bytes]:
+        end = buf.find(b"\r\n", max(0, self._scanned - 1))
+        if end < 0:
+            _check_bare_eol(buf, max(0, self._scanned - 1))
+            if len(buf) > limit:
+                raise RemoteProtocolError("chunk line or trailer too long", status)
+            self._scanned = len(buf)
+            return None
+        if end > limit:
+            raise RemoteProtocolError("chunk line or trailer too long", status)
+        line = bytes(buf[:end])
+        del buf[: end + 2]
+        self._scanned = 0
+        return line
+
+    def _size_line(self, line: bytes) -> None:
+        m = _abnf.CHUNK_LINE.fullmatch(line)
+        if m is None:
+            raise RemoteProtocolError("invalid chunk size line")
+        digits = m.group(1)
+        if len(digits) > _MAX_CHUNK_SIZE_DIGITS:
+            raise RemoteProtocolError("chunk size has too many digits")
+        size = int(digits, 16)
+        self.total += size
+        if self.total > self.limits.max_body_size:
+            raise RemoteProtocolError("request body too large", 413)
+        if size:
+            self.state, self.remaining = _DATA, size
+        else:
+            self.state = _TRAILER
+
+    def _data(self, buf: bytearray) -> Union[Data, Signal]:
+        if not buf:
+            return NEED_DATA
+        n = self.remaining
+        if len(buf) <= n:
+            data = bytes(buf)
+            buf.clear()
+        else:
+            data = bytes(buf[:n])
+            del buf[:n]
+        self.remaining -= len(data)
+        if self.remaining == 0:
+            self.state = _DATA_END
+        return Data(data)
+
+    def _trailer(self, buf: bytearray) -> Optional[Union[EndOfMessage, Signal]]:
+        limits = self.limits
+        line = self._line(buf, limits.max_header_bytes, 431)
+        if line is None:
+            return NEED_DATA
+        if line:
+            self._trailers.append(line)
+            if sum(map(len, self._trailers)) > limits.max_header_bytes:
+                raise RemoteProtocolError("trailer section too large", 431)
+            return None
+        self.state = _DONE
+        # RFC 9110 6.5: trailers are parsed like header fields; they never affect framing here.
+        return EndOfMessage(parse_fields(self._trailers, limits.max_header_count))
+
+    def eof(self) -> None:
+        raise RemoteProtocolError("client closed the connection before the body was complete")

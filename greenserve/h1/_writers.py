@@ -1,0 +1,148 @@
+"""Response heads and body framing, decided in one place.
+
+Strategy: ``plan_framing`` is the only function that decides how a response body is delimited
+(RFC 9112 6.3 from the server's side); ``BodyWriter`` then frames every piece the same way.
+App-supplied header names and values are validated here, at the last point before bytes leave,
+so that no caller can produce a split response: CR, LF, NUL and other controls are refused, as are
+hop-by-hop fields (PEP 3333) and a Content-Length that is not a plain number.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import List, NamedTuple, Optional, Tuple
+
+from ..errors import LocalProtocolError
+from . import _abnf
+
+# Framing modes of a response body.
+NO_BODY = 0  # HEAD, 1xx, 204, 304 (RFC 9110 9.3.2, 15.3.5, 15.4.5)
+LENGTH = 1
+CHUNKED = 2
+CLOSE_DELIMITED = 3
+
+_NAME = re.compile(_abnf.TOKEN)
+_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
+_HOP_BY_HOP = frozenset(
+    [b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te",
+     b"trailer", b"trailers", b"transfer-encoding", b"upgrade"]
+)
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class AppHead(NamedTuple):
+    """What the validated app headers say about framing."""
+
+    lines: bytes  # "Name: value\r\n" for every app header, ready to send
+    content_length: Optional[int]
+    has_date: bool
+    has_server: bool
+
+
+def check_app_headers(headers: List[Tuple[bytes, bytes]]) -> AppHead:
+    """Validate app headers. Returns their wire form. Raises LocalProtocolError (a 500)."""
+    out = []
+    content_length = None
+    has_date = has_server = False
+    for name, value in headers:
+        if _NAME.fullmatch(name) is None:
+            raise LocalProtocolError(f"invalid response header name {name!r}", 500)
+        if _VALUE.fullmatch(value) is None:
+            raise LocalProtocolError(f"invalid character in response header {name!r}", 500)
+        lower = name.lower()
+        if lower in _HOP_BY_HOP:
+            raise LocalProtocolError(f"hop-by-hop header {name!r} set by the application", 500)
+        if lower == b"content-length":
+            value = value.strip(b" \t")
+            if content_length is not None or not _abnf.DIGITS.fullmatch(value):
+                raise LocalProtocolError("invalid or repeated Content-Length", 500)
+            content_length = int(value)
+        elif lower == b"date":
+            has_date = True
+        elif lower == b"server":
+            has_server = True
+        out.append(b"%s: %s\r\n" % (name, value))
+    return AppHead(b"".join(out), content_length, has_date, has_server)
+
+
+def plan_framing(
+    status: int, head_request: bool, peer_http11: bool, content_length: Optional[int],
+    length_hint: Optional[int],
+) -> tuple[int, int]:
+    """Decide the framing of a response body. Returns (mode, length)."""
+    if head_request or status < 200 or status in (204, 304):
+        return NO_BODY, 0
+    if content_length is not None:
+        return LENGTH, content_length
+    if length_hint is not None:
+        return LENGTH, length_hint
+    if peer_http11:
+        return CHUNKED, 0
+    return CLOSE_DELIMITED, 0
+
+
+def build_head(
+    status: int, reason: bytes, app: AppHead, mode: int, length: int, *, keep_alive: bool,
+    peer_http11: bool, default_lines: bytes,
+) -> bytes:
+    """Return the response head. ``default_lines`` carries the Date and Server fields."""
+    parts = [b"HTTP/1.1 %d %s\r\n" % (status, reason), app.lines]
+    if status == 204:
+        # RFC 9110 8.6: a server MUST NOT send Content-Length in a 204 response.
+        parts[1] = _drop_content_length(app.lines) if app.content_length is not None else app.lines
+    elif mode == LENGTH and app.content_length is None:
+        parts.append(b"Content-Length: %d\r\n" % length)
+    elif mode == CHUNKED:
+        parts.append(b"Transfer-Encoding: chunked\r\n")
+    parts.append(default_lines)
+    if not keep_alive:
+        parts.append(b"Connection: close\r\n")
+    elif not peer_http11:
+        parts.append(b"Connection: keep-alive\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+def _drop_content_length(lines: bytes) -> bytes:
+    kept = [ln for ln in lines.split(b"\r\n") if ln and not ln.lower().startswith(b"content-length:")]
+    return b"".join(ln + b"\r\n" for ln in kept)
+
+
+class BodyWriter:
+    """Frames body pieces for one response and checks Content-Length is neither exceeded nor
+    left short."""
+
+    __slots__ = ("mode", "remaining", "overflowed")
+
+    def __init__(self, mode: int, length: int) -> None:
+        self.mode = mode
+        self.remaining = length
+        self.overflowed = False
+
+    def frame(self, data: bytes) -> bytes:
+        """Return the bytes to send for ``data``. Surplus past Content-Length is cut off and
+        ``overflowed`` is set."""
+        mode = self.mode
+        if mode == LENGTH:
+            if len(data) > self.remaining:
+                data = data[: self.remaining]
+                self.overflowed = True
+            self.remaining -= len(data)
+            return data
+        if mode == CHUNKED:
+            return b"%x\r\n%s\r\n" % (len(data), data) if data else b""
+        if mode == CLOSE_DELIMITED:
+            return data
+        return b""
+
+    def chunk_header(self, size: int) -> bytes:
+        """For large chunked pieces sent without copying: the size line."""
+        return b"%x\r\n" % size
+
+    def end(self) -> bytes:
+        """Return the bytes that end the body. Raises LocalProtocolError if it is short."""
+        if self.mode == LENGTH and self.remaining:
+            raise LocalProtocolError("response body shorter than its Content-Length", 500)
+        if self.mode == CHUNKED:
+            return b"0\r\n\r\n"
+        return b""

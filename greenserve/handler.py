@@ -1,0 +1,450 @@
+"""One client connection: the keep-alive loop around the WSGI app.
+
+Strategy:
+- An idle connection holds no greenlet: it is a watch on its fd (``Server`` tracks its idle
+  deadline). When bytes arrive, the hub starts ``serve`` in a new greenlet, which answers every
+  request it can parse and then goes back to idle (or closes).
+- Every failure ends in ``_fail``, the one place that maps exceptions to responses: a client's
+  protocol error gets its 4xx, an app error a 500 with a logged traceback, and once the head has
+  gone out a failure aborts the connection instead.
+- Errors on the client's socket are wrapped as ClientError so that an OSError raised by the app
+  itself (a missing file, a refused upstream) is still the app's error, i.e. a 500.
+- 100 Continue is sent lazily, on the first read of wsgi.input.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import stat
+import time
+from email.utils import formatdate
+from typing import TYPE_CHECKING, Any, Iterable, Optional
+
+from . import h1
+from .errors import (
+    Cancelled, ClientDisconnected, ClientError, LocalProtocolError, RemoteProtocolError,
+)
+from .gsocket import GreenSocket
+from .wsgi import FileWrapper, Input, Response, request_environ, single_body
+
+if TYPE_CHECKING:
+    from .server import Server
+
+log = logging.getLogger("greenserve.error")
+RECV_SIZE = 65536
+_SMALL = 16384  # pieces up to this size are joined with the head into one send
+_REASONS = {
+    400: "Bad Request", 408: "Request Timeout", 413: "Content Too Large", 414: "URI Too Long",
+    417: "Expectation Failed", 431: "Request Header Fields Too Large", 500:
+    "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable", 505:
+    "HTTP Version Not Supported",
+}
+_GONE = 0  # client_error status meaning "nothing can be sent any more"
+
+
+class DateCache:
+    """The Date and Server header lines, rebuilt at most once a second."""
+
+    __slots__ = ("_second", "_lines", "_server")
+
+    def __init__(self, server_header: bytes) -> None:
+        self._second = -1
+        self._lines = b""
+        self._server = server_header
+
+    def lines(self) -> bytes:
+        now = int(time.time())
+        if now != self._second:
+            self._second = now
+            self._lines = b"Date: %s\r\n%s" % (formatdate(now, usegmt=True).encode(), self._server)
+        return self._lines
+
+
+class Connection:
+    """A client connection. See the module docstring."""
+
+    __slots__ = (
+        "server", "gsock", "h1", "base_env", "peer", "glet", "active", "started",
+        "response", "client_error", "body_sent", "closed",
+    )
+
+    def __init__(self, server: "Server", sock: socket.socket, base_env: dict, peer: Any) -> None:
+        self.server = server
+        self.gsock = GreenSocket(sock, server.hub)
+        self.h1 = h1.H1Connection(server.limits)
+        self.base_env = base_env
+        self.peer = peer
+        self.glet: Any = None
+        self.active = False
+        self.started = server.hub.time()  # when the current request head began
+        self.response: Optional[Response] = None
+        self.client_error: Optional[int] = None
+        self.body_sent = 0
+        self.closed = False
+
+    # -- idle <-> active ----------------------------------------------------------------------
+
+    def watch(self) -> None:
+        """Go idle: hold no greenlet, wake on the next byte."""
+        self.active = False
+        self.glet = None
+        self.server.hub.watch_readable(self.gsock.fd, self._on_readable)
+
+    def _on_readable(self) -> None:
+        server = self.server
+        server.idle_untrack(self)
+        if not self.h1.buffered:
+            self.started = server.hub.time()
+        self.active = True
+        self.glet = server.hub.start_now(self.serve)
+
+    def close_idle(self) -> None:
+        """Close an idle connection (idle timeout, server stop)."""
+        if not self.active:
+            self.server.hub.unwatch(self.gsock.fd)
+            self.close()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.gsock.close()
+            self.server.connection_closed(self)
+
+    # -- the request loop ---------------------------------------------------------------------
+
+    def serve(self) -> None:
+        """Answer requests until the connection goes idle or closes. Runs in its own greenlet."""
+        try:
+            if self._serve_requests():
+                self.watch()
+                self.server.idle_track(self, kept=True)
+                return
+        except Cancelled:
+            self.close()
+            raise
+        except Exception:
+            log.exception("internal error on a connection")
+        self.close()
+
+    def _serve_requests(self) -> bool:
+        """Returns True to keep the connection idle, False to close it."""
+        conn = self.h1
+        server = self.server
+        while True:
+            try:
+                event = conn.next_event()
+            except RemoteProtocolError as exc:
+                self._reject(exc)
+                return False
+            if event is h1.NEED_DATA:
+                if not self._receive_head_bytes():
+                    return False
+                continue
+            if type(event) is not h1.Request:
+                return False  # ConnectionClosed
+            if not self._handle(event) or server.draining:
+                self._finish()
+                return False
+            conn.start_next_cycle()
+            if not conn.buffered:
+                return True
+            # A pipelined request is waiting: let the other connections have a turn first.
+            server.hub.yield_now()
+            self.started = server.hub.time()
+
+    def _receive_head_bytes(self) -> bool:
+        deadline = self.started + self.server.config.header_timeout
+        try:
+            data = self.gsock.recv(RECV_SIZE, deadline)
+        except TimeoutError:
+            if self.h1.buffered:
+                self._reject(RemoteProtocolError("request head not received in time", 408))
+            return False
+        except OSError:
+            return False
+        self.h1.receive_data(data)
+        return True
+
+    def _handle(self, request: h1.Request) -> bool:
+        """Run the app for one request. Returns whether the connection may be kept."""
+        server = self.server
+        server.hub.new_context()
+        response = self.response = Response(self._emit)
+        self.client_error = None
+        self.body_sent = 0
+        environ = request_environ(self.base_env, request, Input(self._read_chunk))
+        server.request_started()
+        result: Optional[Iterable[bytes]] = None
+        try:
+            try:
+                result = server.app(environ, response.start_response)
+                self._send_result(response, result)
+            finally:
+                if result is not None and hasattr(result, "close"):
+                    self._close_result(result)
+        except BaseException as exc:  # noqa: B902 - every outcome is decided in _fail
+            self._fail(exc, response)
+            server.request_finished(self, request, response.status if response.headers_sent else 0)
+            if isinstance(exc, Cancelled):
+                raise
+            return False
+        server.request_finished(self, request, response.status)
+        if self.h1.response_overflowed:
+            log.error("app sent more body than its Content-Length; the surplus was dropped")
+            return False
+        return self.h1.keep_alive and self._drain_body()
+
+    def _close_result(self, result: Any) -> None:
+        try:
+            result.close()
+        except Exception:
+            log.exception("error in the close() method of the app's iterable")
+
+    # -- request body -------------------------------------------------------------------------
+
+    def _read_chunk(self) -> bytes:
+        """The next piece of request body, b"" at its end. May switch. Raises ClientError."""
+        conn = self.h1
+        if self.client_error is not None:
+            raise ClientError("the request body could not be read")
+        if conn.continue_expected:
+            self._send(conn.send_continue())
+        while True:
+            try:
+                event = conn.next_event()
+            except RemoteProtocolError as exc:
+                self.client_error = exc.status_hint
+                raise ClientError(str(exc)) from None
+            kind = type(event)
+            if kind is h1.Data:
+                return event.data  # type: ignore[union-attr]
+            if event is not h1.NEED_DATA:
+                return b""
+            try:
+                data = self.gsock.recv(RECV_SIZE, self.server.hub.time() + self.server.config.body_timeout)
+            except TimeoutError:
+                self.client_error = 408
+                raise ClientError("timed out reading the request body") from None
+            except OSError as exc:
+                self.client_error = _GONE
+                raise ClientDisconnected(f"client connection lost: {exc}") from None
+            if not data:
+                conn.receive_data(b"")
+                self.client_error = _GONE
+                raise ClientDisconnected("client closed the connection mid-body")
+            conn.receive_data(data)
+
+    def _drain_body(self) -> bool:
+        """Read and discard what the app left of the body. Returns whether the connection
+        may be kept."""
+        conn = self.h1
+        if not conn.body_pending:
+            return True
+        limit = self.server.config.max_drain_bytes
+        remaining = conn.body_remaining
+        if conn.continue_expected or (remaining is not None and remaining > limit):
+            return False
+        drained = 0
+        try:
+            while drained <= limit:
+                chunk = self._read_chunk()
+                if not chunk:
+                    return True
+                drained += len(chunk)
+        except ClientError:
+            pass
+        return False
+
+    # -- response -----------------------------------------------------------------------------
+
+    def _start_head(self, response: Response, length_hint: Optional[int]) -> bytes:
+        if self.client_error is not None:
+            raise ClientError("the request failed; the app's response is not sent")
+        if not response.status:
+            raise LocalProtocolError("the app sent a body before calling start_response", 500)
+        conn = self.h1
+        close = self.server.draining
+        if conn.body_pending and not close:
+            remaining = conn.body_remaining
+            close = remaining is not None and remaining > self.server.config.max_drain_bytes
+        head = conn.send_response(
+            response.status, response.reason, response.headers, self.server.dates.lines(),
+            length_hint=length_hint, close=close,
+        )
+        response.headers_sent = True
+        return head
+
+    def _emit(self, data: bytes) -> None:
+        """Send a body piece (PEP 3333: the head goes out with the first non-empty piece)."""
+        if not data:
+            return
+        response = self.response
+        assert response is not None
+        head = b"" if response.headers_sent else self._start_head(response, None)
+        payload = self.h1.send_data(data)
+        self.body_sent += len(payload)
+        if head and len(payload) <= _SMALL:
+            self._send(head + payload)
+        elif head:
+            self._send_parts((head, payload))
+        else:
+            self._send(payload)
+        if self.h1.response_overflowed:
+            raise LocalProtocolError("app sent more than its Content-Length", 500)
+
+    def _send_result(self, response: Response, result: Iterable[bytes]) -> None:
+        body = single_body(result)
+        if body is not None and not response.headers_sent:
+            head = self._start_head(response, len(body))
+            payload = self.h1.send_data(body)
+            self.body_sent = len(payload)
+            self._send_parts((head, payload, self.h1.send_eom()))
+            return
+        if type(result) is FileWrapper and not response.headers_sent and self._send_file(response, result):
+            return
+        for piece in result:
+            if type(piece) is not bytes:
+                raise LocalProtocolError(f"the app yielded {type(piece).__name__}, not bytes", 500)
+            self._emit(piece)
+        if not response.headers_sent:
+            head = self._start_head(response, 0)
+            self._send(head + self.h1.send_eom())
+            return
+        self._send(self.h1.send_eom())
+
+    def _send_file(self, response: Response, wrapper: FileWrapper) -> bool:
+        """Send a regular file with sendfile. Returns False to fall back to iteration."""
+        try:
+            fileno = wrapper.filelike.fileno()
+            info = os.fstat(fileno)
+            position = wrapper.filelike.tell()
+        except (AttributeError, OSError, ValueError):
+            return False
+        if not stat.S_ISREG(info.st_mode):
+            return False
+        available = max(0, info.st_size - position)
+        head = self._start_head(response, available)
+        writer = self.h1.writer
+        assert writer is not None
+        self._send(head)
+        count = min(writer.remaining, available) if writer.mode == h1_writers.LENGTH else 0
+        if count:
+            try:
+                sent = self.gsock.sendfile(wrapper.filelike, position, count, self.server.config.send_timeout)
+            except OSError as exc:
+                raise ClientDisconnected(f"client connection lost: {exc}") from None
+            writer.remaining -= sent
+            self.body_sent += sent
+        self._send(self.h1.send_eom())
+        return True
+
+    def _send(self, data: bytes) -> None:
+        if data:
+            try:
+                self.gsock.sendall(data, self.server.config.send_timeout)
+            except OSError as exc:
+                raise ClientDisconnected(f"client connection lost: {exc}") from None
+
+    def _send_parts(self, parts: tuple) -> None:
+        if sum(map(len, parts)) <= _SMALL:
+            self._send(b"".join(parts))
+            return
+        try:
+            self.gsock.sendall_parts(parts, self.server.config.send_timeout)
+        except OSError as exc:
+            raise ClientDisconnected(f"client connection lost: {exc}") from None
+
+    # -- failures -----------------------------------------------------------------------------
+
+    def _fail(self, exc: BaseException, response: Response) -> None:
+        """Map an exception from a request to what the client gets. The connection is closed."""
+        status: Optional[int] = None
+        if isinstance(exc, ClientError):
+            status = self.client_error or None  # a 4xx to answer, or nothing (client gone)
+            log.debug("client error: %s", exc)
+        elif isinstance(exc, LocalProtocolError):
+            log.error("the app broke the WSGI or HTTP rules: %s", exc)
+            status = 500
+        elif isinstance(exc, Cancelled):
+            status = 503
+        else:  # any other exception, SystemExit and KeyboardInterrupt from the app included
+            log.error("error in the WSGI app", exc_info=exc)
+            status = 500
+        if status is None or response.headers_sent:
+            if response.headers_sent and not isinstance(exc, ClientError):
+                log.error("response aborted after its head was sent")
+            self.close()
+            return
+        response.status = status
+        self._send_error(status, wait=not isinstance(exc, Cancelled))
+
+    def _reject(self, exc: RemoteProtocolError) -> None:
+        """Answer a protocol error in the request head, then close."""
+        log.debug("bad request: %s", exc)
+        self.server.protocol_error(exc.status_hint)
+        self._send_error(exc.status_hint, wait=True)
+
+    def _send_error(self, status: int, *, wait: bool) -> None:
+        reason = _REASONS.get(status, "Error")
+        body = f"{status} {reason}\n".encode()
+        conn = self.h1
+        if conn.response_state is not h1.ResponseState.IDLE:
+            self.close()
+            return
+        head = conn.send_response(
+            status, reason.encode(), [(b"Content-Type", b"text/plain; charset=utf-8"),
+                                      (b"Content-Length", b"%d" % len(body))],
+            self.server.dates.lines(), close=True,
+        )
+        payload = head + conn.send_data(body) + conn.send_eom()
+        if not wait:
+            try:
+                self.gsock.sock.send(payload)
+            except OSError:
+                pass
+            self.close()
+            return
+        try:
+            self._send(payload)
+        except ClientError:
+            self.close()
+            return
+        self._close_gracefully()
+
+    def _finish(self) -> None:
+        """Close after a response: at once if the client has nothing in flight, else linger."""
+        if self.closed:
+            return
+        if not self.h1.body_pending and not self.h1.buffered:
+            try:
+                pending = self.gsock.recv_nowait(1)
+            except OSError:
+                pending = b""
+            if pending is None or pending == b"":
+                self.close()
+                return
+        self._close_gracefully()
+
+    def _close_gracefully(self) -> None:
+        """Lingering close: stop sending, read and discard for a while so that the client gets
+        the response before it sees the connection closed (RFC 9112 9.6)."""
+        if self.closed:
+            return
+        gsock = self.gsock
+        gsock.shutdown(socket.SHUT_WR)
+        deadline = self.server.hub.time() + self.server.config.linger_timeout
+        budget = 1 << 20
+        try:
+            while budget > 0 and self.server.hub.time() < deadline:
+                data = gsock.recv(65536, deadline)
+                if not data:
+                    break
+                budget -= len(data)
+        except (OSError, TimeoutError):
+            pass
+        self.close()
+
+
+from .h1 import _writers as h1_writers  # noqa: E402  (names the framing modes)

@@ -1,0 +1,429 @@
+"""The reactor: one selector, a timer heap and a ready queue, run by one greenlet per thread.
+
+Strategy:
+- ``Hub.run`` loops in the greenlet that calls it; every greenlet made by ``spawn`` has that
+  greenlet as parent, so a finished task hands control back to the loop.
+- Waiting is a checked resume: each wait makes a ``_Waiter``; every path that wakes it (fd ready,
+  deadline, fd closed, cancellation) goes through ``_Waiter.wake``, which only switches once and
+  only while the waiter is still waiting. A late or duplicate wake-up is a no-op.
+- Interest in an fd is lazy: after a wait the selector keeps the fd's READ interest, so a
+  connection that waits for each request costs no epoll_ctl call per request. An event that finds
+  nobody waiting drops the interest then.
+- Other threads and signal handlers only append to a queue and write a byte to a socketpair.
+
+This is the only module that calls greenlet's switch, throw or getcurrent.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextvars
+import enum
+import heapq
+import logging
+import selectors
+import socket
+import threading
+import time
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+
+from greenlet import getcurrent, greenlet
+
+from .errors import BusyResourceError, Cancelled, ClosedResourceError
+
+log = logging.getLogger("greenserve.error")
+
+EVENT_READ = selectors.EVENT_READ
+EVENT_WRITE = selectors.EVENT_WRITE
+
+_local = threading.local()
+
+
+class Wake(enum.Enum):
+    """Tokens a waiter is resumed with."""
+
+    READY = "ready"
+    TIMED_OUT = "timed-out"
+    CLOSED = "closed"
+
+
+class _Waiter:
+    """One suspended greenlet. ``wake`` resumes it at most once."""
+
+    __slots__ = ("glet", "waiting")
+
+    def __init__(self, glet: greenlet) -> None:
+        self.glet = glet
+        self.waiting = True
+
+    def wake(self, token: Wake) -> None:
+        if self.waiting:
+            self.waiting = False
+            self.glet.switch(token)
+
+
+class _FdEntry:
+    """Who waits on one fd: a reader and a writer, each a _Waiter or a one-shot callback."""
+
+    __slots__ = ("reader", "writer", "mask")
+
+    def __init__(self) -> None:
+        self.reader: Any = None
+        self.writer: Any = None
+        self.mask = 0
+
+
+class Timer:
+    """A scheduled call; ``cancel()`` is O(1) (the heap drops cancelled entries lazily)."""
+
+    __slots__ = ("when", "fn", "args", "cancelled")
+
+    def __init__(self, when: float, fn: Callable[..., Any], args: Tuple[Any, ...]) -> None:
+        self.when = when
+        self.fn = fn
+        self.args = args
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+    def __lt__(self, other: "Timer") -> bool:
+        return self.when < other.when
+
+
+def get_hub() -> "Hub":
+    """Return the hub running in this thread. Raises RuntimeError when there is none."""
+    hub = getattr(_local, "hub", None)
+    if hub is None:
+        raise RuntimeError("no greenserve hub is running in this thread")
+    return hub  # type: ignore[no-any-return]
+
+
+def current_hub() -> Optional["Hub"]:
+    """Return the hub running in this thread, or None."""
+    return getattr(_local, "hub", None)
+
+
+class Hub:
+    """The event loop of one thread. Methods that may switch say so."""
+
+    def __init__(self) -> None:
+        self.selector = selectors.DefaultSelector()
+        self.time = time.monotonic
+        self._entries: Dict[int, _FdEntry] = {}
+        self._timers: List[Timer] = []
+        self._cancelled_timers = 0
+        self._ready: Deque[Tuple[Callable[..., Any], Tuple[Any, ...]]] = collections.deque()
+        self._threadsafe: Deque[Tuple[Callable[..., Any], Tuple[Any, ...]]] = collections.deque()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self.selector.register(self._wake_r.fileno(), EVENT_READ, None)
+        self._loop: Optional[greenlet] = None
+        self._base_context = contextvars.Context()
+        self._stopping = False
+        self.turns = 0  # loop iterations; a watchdog can read it from another thread
+        self.running: Optional[greenlet] = None  # the task greenlet being run, if any
+
+    # -- running ----------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Run the loop in the calling greenlet until ``stop()``. Blocks the thread."""
+        if current_hub() is not None:
+            raise RuntimeError("a hub is already running in this thread")
+        self._loop = getcurrent()
+        self._base_context = contextvars.copy_context()
+        _local.hub = self
+        self._stopping = False
+        try:
+            while not self._stopping:
+                self._turn()
+        finally:
+            _local.hub = None
+            self._loop = None
+
+    def stop(self) -> None:
+        """Make ``run`` return after the current turn. Call from the hub's thread."""
+        self._stopping = True
+
+    def close(self) -> None:
+        """Release the selector and the wakeup sockets. The hub must not be running."""
+        self.selector.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def _turn(self) -> None:
+        self.turns += 1
+        timeout: Optional[float] = None
+        if self._ready or self._threadsafe:
+            timeout = 0
+        elif self._timers:
+            timeout = max(0.0, self._timers[0].when - self.time())
+        for key, mask in self.selector.select(timeout):
+            entry = key.data
+            if entry is None:
+                self._drain_wakeup()
+                continue
+            if mask & EVENT_READ:
+                self._dispatch(key.fd, entry, "reader")
+            if mask & EVENT_WRITE:
+                self._dispatch(key.fd, entry, "writer")
+        if self._timers:
+            self._run_timers()
+        while self._threadsafe:
+            self._ready.append(self._threadsafe.popleft())
+        for _ in range(len(self._ready)):
+            fn, args = self._ready.popleft()
+            self._call(fn, args)
+
+    def _dispatch(self, fd: int, entry: _FdEntry, side: str) -> None:
+        who = getattr(entry, side)
+        if who is None:
+            # Nobody waits any more: drop the interest now (the lazy half of lazy interest).
+            self._set_mask(fd, entry, entry.mask & ~(EVENT_READ if side == "reader" else EVENT_WRITE))
+            return
+        setattr(entry, side, None)
+        if type(who) is _Waiter:
+            who.wake(Wake.READY)
+        else:
+            self._call(who, ())
+
+    def _call(self, fn: Callable[..., Any], args: Tuple[Any, ...]) -> None:
+        try:
+            fn(*args)
+        except Exception:
+            log.exception("error in a hub callback %r", fn)
+
+    def _run_timers(self) -> None:
+        now = self.time()
+        timers = self._timers
+        while timers and timers[0].when <= now:
+            timer = heapq.heappop(timers)
+            if timer.cancelled:
+                self._cancelled_timers -= 1
+            else:
+                timer.cancelled = True
+                self._call(timer.fn, timer.args)
+        if self._cancelled_timers > 64 and self._cancelled_timers * 2 > len(timers):
+            self._timers = [t for t in timers if not t.cancelled]
+            heapq.heapify(self._timers)
+            self._cancelled_timers = 0
+
+    def _drain_wakeup(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    # -- scheduling -------------------------------------------------------------------------
+
+    def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` in the hub on its next turn. Hub thread only."""
+        self._ready.append((fn, args))
+
+    def call_soon_threadsafe(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` in the hub soon. Safe from any thread and from signal handlers."""
+        self._threadsafe.append((fn, args))
+        try:
+            self._wake_w.send(b"\0")
+        except (BlockingIOError, OSError):
+            pass  # already full of wake-up bytes, or closed while stopping
+
+    def call_at(self, when: float, fn: Callable[..., Any], *args: Any) -> Timer:
+        """Run ``fn(*args)`` in the hub at monotonic time ``when``."""
+        timer = Timer(when, fn, args)
+        heapq.heappush(self._timers, timer)
+        return timer
+
+    def call_later(self, delay: float, fn: Callable[..., Any], *args: Any) -> Timer:
+        return self.call_at(self.time() + delay, fn, *args)
+
+    def cancel_timer(self, timer: Timer) -> None:
+        if not timer.cancelled:
+            timer.cancelled = True
+            self._cancelled_timers += 1
+
+    # -- greenlets --------------------------------------------------------------------------
+
+    def spawn(self, fn: Callable[..., Any], *args: Any) -> greenlet:
+        """Start ``fn(*args)`` in a new greenlet on the next turn, in a copy of the current
+        context. Returns the greenlet (a handle for ``kill``)."""
+        glet = self._new_greenlet(fn)
+        self._ready.append((self._start, (glet, args)))
+        return glet
+
+    def start_now(self, fn: Callable[..., Any], *args: Any) -> greenlet:
+        """From a hub callback: run ``fn(*args)`` in a new greenlet right away, until it first
+        waits. Returns the greenlet."""
+        glet = self._new_greenlet(fn)
+        self._start(glet, args)
+        return glet
+
+    def _new_greenlet(self, fn: Callable[..., Any]) -> greenlet:
+        if self._loop is None:
+            raise RuntimeError("the hub is not running")
+        glet = greenlet(self._task_main, parent=self._loop)
+        glet.gr_context = contextvars.copy_context()
+        glet.task_fn = fn  # type: ignore[attr-defined]
+        return glet
+
+    def _start(self, glet: greenlet, args: Tuple[Any, ...]) -> None:
+        if glet.dead:  # killed before it started
+            return
+        previous, self.running = self.running, glet
+        try:
+            glet.switch(*args)
+        finally:
+            self.running = previous
+
+    def _task_main(self, *args: Any) -> None:
+        glet = getcurrent()
+        try:
+            glet.task_fn(*args)
+        except Cancelled:
+            pass
+        except Exception:
+            log.exception("unhandled error in greenlet %r", glet.task_fn)
+
+    def kill(self, glet: greenlet, exc: Optional[BaseException] = None) -> None:
+        """Throw ``exc`` (default Cancelled) into ``glet`` on the next turn. A greenlet that has
+        not started is dropped without running."""
+        self._ready.append((self._throw, (glet, exc or Cancelled())))
+
+    def _throw(self, glet: greenlet, exc: BaseException) -> None:
+        if glet.dead:
+            return
+        if not glet:  # not started: make it die without running
+            glet.task_fn = _noop  # type: ignore[attr-defined]
+            return
+        try:
+            glet.throw(exc)
+        except Cancelled:
+            pass
+
+    def new_context(self) -> None:
+        """Give the current greenlet a fresh copy of the loop's context (one per request)."""
+        getcurrent().gr_context = self._base_context.copy()
+
+    def current(self) -> greenlet:
+        return getcurrent()
+
+    def _suspend(self) -> Wake:
+        """Switch to the loop; return the token we are resumed with. May switch."""
+        loop = self._loop
+        if loop is None or getcurrent() is loop:
+            raise RuntimeError("cannot wait in the hub itself or outside a running hub")
+        result: Wake = loop.switch()
+        return result
+
+    def yield_now(self) -> None:
+        """Let every other ready greenlet run, then continue. May switch."""
+        waiter = _Waiter(getcurrent())
+        self._ready.append((waiter.wake, (Wake.READY,)))
+        try:
+            self._suspend()
+        finally:
+            waiter.waiting = False
+
+    def sleep(self, seconds: float) -> None:
+        """Suspend the current greenlet for ``seconds``. May switch."""
+        if seconds <= 0:
+            self.yield_now()
+            return
+        waiter = _Waiter(getcurrent())
+        timer = self.call_later(seconds, waiter.wake, Wake.READY)
+        try:
+            self._suspend()
+        finally:
+            waiter.waiting = False
+            self.cancel_timer(timer)
+
+    # -- fds --------------------------------------------------------------------------------
+
+    def _set_mask(self, fd: int, entry: _FdEntry, mask: int) -> None:
+        if mask == entry.mask:
+            return
+        if entry.mask == 0:
+            self.selector.register(fd, mask, entry)
+        elif mask == 0:
+            self.selector.unregister(fd)
+        else:
+            self.selector.modify(fd, mask, entry)
+        entry.mask = mask
+
+    def _entry(self, fd: int) -> _FdEntry:
+        entry = self._entries.get(fd)
+        if entry is None:
+            entry = self._entries[fd] = _FdEntry()
+        return entry
+
+    def wait_readable(self, fd: int, deadline: Optional[float] = None) -> None:
+        """Suspend until ``fd`` is readable. May switch. Raises TimeoutError at ``deadline``
+        (monotonic), ClosedResourceError if the fd is closed meanwhile, BusyResourceError if
+        another greenlet already waits to read it."""
+        self._wait(fd, EVENT_READ, "reader", deadline)
+
+    def wait_writable(self, fd: int, deadline: Optional[float] = None) -> None:
+        """Suspend until ``fd`` is writable. May switch. Raises as ``wait_readable``."""
+        self._wait(fd, EVENT_WRITE, "writer", deadline)
+
+    def _wait(self, fd: int, event: int, side: str, deadline: Optional[float]) -> None:
+        entry = self._entry(fd)
+        if getattr(entry, side) is not None:
+            raise BusyResourceError(f"another greenlet already waits on fd {fd} ({side})")
+        waiter = _Waiter(getcurrent())
+        setattr(entry, side, waiter)
+        self._set_mask(fd, entry, entry.mask | event)
+        timer = None if deadline is None else self.call_at(deadline, waiter.wake, Wake.TIMED_OUT)
+        try:
+            token = self._suspend()
+        finally:
+            waiter.waiting = False
+            if getattr(entry, side) is waiter:
+                setattr(entry, side, None)
+            if timer is not None:
+                self.cancel_timer(timer)
+        if token is Wake.TIMED_OUT:
+            raise TimeoutError("timed out")
+        if token is Wake.CLOSED:
+            raise ClosedResourceError(f"fd {fd} was closed while waiting")
+
+    def watch_readable(self, fd: int, callback: Callable[[], Any]) -> None:
+        """Call ``callback()`` in the hub once ``fd`` is readable (one-shot, holds no greenlet).
+        Raises BusyResourceError if someone already waits to read it."""
+        entry = self._entry(fd)
+        if entry.reader is not None:
+            raise BusyResourceError(f"fd {fd} is already watched")
+        entry.reader = callback
+        self._set_mask(fd, entry, entry.mask | EVENT_READ)
+
+    def unwatch(self, fd: int) -> None:
+        """Cancel ``watch_readable`` on ``fd``."""
+        entry = self._entries.get(fd)
+        if entry is not None and entry.reader is not None and type(entry.reader) is not _Waiter:
+            entry.reader = None
+
+    def forget_fd(self, fd: int) -> None:
+        """Before closing ``fd``: wake its waiters with ClosedResourceError and unregister it."""
+        entry = self._entries.pop(fd, None)
+        if entry is None:
+            return
+        for who in (entry.reader, entry.writer):
+            if type(who) is _Waiter:
+                self._ready.append((who.wake, (Wake.CLOSED,)))
+        entry.reader = entry.writer = None
+        if entry.mask:
+            try:
+                self.selector.unregister(fd)
+            except (KeyError, ValueError):
+                pass
+        entry.mask = 0
+
+    def fd_count(self) -> int:
+        """How many fds the hub knows about (for statistics)."""
+        return len(self._entries)
+
+
+def _noop(*args: Any) -> None:
+    return None

@@ -1,0 +1,279 @@
+"""The PEP 3333 adapter: environ, start_response, write(), wsgi.input and wsgi.file_wrapper.
+
+Strategy: this module knows no sockets and no greenlets. The connection handler gives it two
+callables: ``read_chunk()`` (the next piece of request body, b"" at its end; it may block the
+greenlet and raises ClientDisconnected on a truncated body) and ``emit(data)`` (send a piece of
+the response body, sending the head first if it has not gone out). Everything PEP 3333 says about
+types, the order of start_response and body, and exc_info is enforced here.
+
+The per-request environ is a copy of a base built once per connection, plus the request's keys.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+from urllib.parse import unquote_to_bytes
+
+from .errors import LocalProtocolError
+from .h1 import Request
+
+Environ = Dict[str, Any]
+ExcInfo = Tuple[Any, Any, Any]
+
+_STATUS = re.compile(r"([1-5][0-9][0-9]) ([\t\x20-\x7e\x80-\xff]*)")
+_HEADER_KEYS: Dict[bytes, Optional[str]] = {}
+_MAX_CACHED_KEYS = 2048
+
+
+def _environ_key(name: bytes) -> Optional[str]:
+    """Map a lower-case header name to its environ key; None for names with '_' (dropped so
+    that 'X-Foo' and 'X_Foo' cannot be confused)."""
+    key = _HEADER_KEYS.get(name)
+    if key is None and name not in _HEADER_KEYS:
+        if b"_" in name:
+            key = None
+        elif name == b"content-type":
+            key = "CONTENT_TYPE"
+        elif name == b"content-length":
+            key = "CONTENT_LENGTH"
+        else:
+            key = "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
+        if len(_HEADER_KEYS) < _MAX_CACHED_KEYS:
+            _HEADER_KEYS[name] = key
+    return key
+
+
+def base_environ(
+    server_name: str, server_port: str, remote: Optional[Tuple[str, int]], *,
+    url_scheme: str, script_name: str, multiprocess: bool, software: str, errors: Any = None,
+) -> Environ:
+    """Return the keys shared by every request on one connection."""
+    env: Environ = {
+        "SERVER_NAME": server_name,
+        "SERVER_PORT": server_port,
+        "SCRIPT_NAME": script_name,
+        "SERVER_SOFTWARE": software,
+        "wsgi.version": (1, 0),
+        "wsgi.url_scheme": url_scheme,
+        "wsgi.errors": errors if errors is not None else sys.stderr,
+        # Greenlets interleave on one thread: concurrent calls happen, as with threads.
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": multiprocess,
+        "wsgi.run_once": False,
+        "wsgi.input_terminated": True,
+        "wsgi.file_wrapper": FileWrapper,
+    }
+    if remote is not None:
+        env["REMOTE_ADDR"] = remote[0]
+        env["REMOTE_PORT"] = str(remote[1])
+    return env
+
+
+def request_environ(base: Environ, request: Request, wsgi_input: "Input") -> Environ:
+    """Return the environ of one request (PEP 3333, CGI variables from RFC 3875)."""
+    env = base.copy()
+    target = request.target
+    if target[:1] != b"/" and target != b"*" and request.method != b"CONNECT":
+        # absolute-form (RFC 9112 3.2.2): the path is what follows the authority.
+        rest = target.split(b"://", 1)[1]
+        slash = [i for i in (rest.find(b"/"), rest.find(b"?")) if i >= 0]
+        target = rest[min(slash):] if slash else b"/"
+        if target[:1] == b"?":
+            target = b"/" + target
+    path, _, query = target.partition(b"?")
+    path_info = (unquote_to_bytes(path) if b"%" in path else path).decode("latin-1")
+    script_name = env["SCRIPT_NAME"]
+    if script_name and (path_info == script_name or path_info.startswith(script_name + "/")):
+        path_info = path_info[len(script_name):]
+    env["REQUEST_METHOD"] = request.method.decode("latin-1")
+    env["PATH_INFO"] = path_info
+    env["QUERY_STRING"] = query.decode("latin-1")
+    env["RAW_URI"] = env["REQUEST_URI"] = request.target.decode("latin-1")
+    env["SERVER_PROTOCOL"] = "HTTP/" + request.http_version.decode("latin-1")
+    env["wsgi.input"] = wsgi_input
+    for name, value in request.headers:
+        key = _environ_key(name)
+        if key is None:
+            continue
+        text = value.decode("latin-1")
+        if key in env and key.startswith("HTTP_"):
+            # RFC 9110 5.3: repeated fields combine with ", "; cookies combine with "; "
+            # (RFC 6265 5.4 sends one Cookie field, and "," is not a cookie separator).
+            text = env[key] + ("; " if key == "HTTP_COOKIE" else ", ") + text
+        env[key] = text
+    return env
+
+
+class Input:
+    """``wsgi.input``: reads the request body through ``read_chunk`` and never past its end.
+
+    Reading may switch greenlets. A body cut short by the client raises ClientDisconnected."""
+
+    __slots__ = ("_read_chunk", "_buf", "_eof")
+
+    def __init__(self, read_chunk: Callable[[], bytes]) -> None:
+        self._read_chunk = read_chunk
+        self._buf = b""
+        self._eof = False
+
+    def _fill(self) -> bool:
+        """Append the next chunk to the buffer. Returns False at the end of the body."""
+        if self._eof:
+            return False
+        chunk = self._read_chunk()
+        if not chunk:
+            self._eof = True
+            return False
+        self._buf += chunk
+        return True
+
+    def read(self, size: Optional[int] = -1) -> bytes:
+        if size is None or size < 0:
+            while self._fill():
+                pass
+            data, self._buf = self._buf, b""
+            return data
+        while len(self._buf) < size and self._fill():
+            pass
+        data, self._buf = self._buf[:size], self._buf[size:]
+        return data
+
+    def readline(self, size: Optional[int] = -1) -> bytes:
+        limit = -1 if size is None else size
+        start = 0
+        while True:
+            nl = self._buf.find(b"\n", start)
+            if nl >= 0:
+                end = nl + 1
+                break
+            if 0 <= limit <= len(self._buf):
+                end = limit
+                break
+            start = len(self._buf)
+            if not self._fill():
+                end = len(self._buf)
+                break
+        if 0 <= limit < end:
+            end = limit
+        line, self._buf = self._buf[:end], self._buf[end:]
+        return line
+
+    def readlines(self, hint: Optional[int] = -1) -> List[bytes]:
+        lines = []
+        total = 0
+        while True:
+            line = self.readline()
+            if not line:
+                return lines
+            lines.append(line)
+            total += len(line)
+            if hint is not None and 0 < hint <= total:
+                return lines
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
+
+    @property
+    def at_end(self) -> bool:
+        return self._eof and not self._buf
+
+
+class FileWrapper:
+    """``wsgi.file_wrapper``: the server sends a real file with sendfile; otherwise iterates."""
+
+    def __init__(self, filelike: Any, blksize: int = 65536) -> None:
+        self.filelike = filelike
+        self.blksize = blksize
+        if hasattr(filelike, "close"):
+            self.close = filelike.close
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        data = self.filelike.read(self.blksize)
+        if data:
+            return bytes(data)
+        raise StopIteration
+
+
+def _header_bytes(headers: Any) -> List[Tuple[bytes, bytes]]:
+    if type(headers) is not list:
+        raise LocalProtocolError("response headers must be a list", 500)
+    out = []
+    for item in headers:
+        if type(item) is not tuple or len(item) != 2:
+            raise LocalProtocolError("each response header must be a (name, value) tuple", 500)
+        name, value = item
+        if type(name) is not str or type(value) is not str:
+            raise LocalProtocolError("response header names and values must be str", 500)
+        try:
+            out.append((name.encode("latin-1"), value.encode("latin-1")))
+        except UnicodeEncodeError:
+            raise LocalProtocolError(f"response header {name!r} is not latin-1", 500) from None
+    return out
+
+
+class Response:
+    """The state of one response as the app describes it, with ``start_response`` and
+    ``write`` bound to it. ``emit(data)`` is supplied by the handler."""
+
+    __slots__ = ("emit", "status", "reason", "headers", "headers_sent")
+
+    def __init__(self, emit: Callable[[bytes], None]) -> None:
+        self.emit = emit
+        self.status = 0
+        self.reason = b""
+        self.headers: List[Tuple[bytes, bytes]] = []
+        self.headers_sent = False
+
+    def start_response(
+        self, status: str, headers: List[Tuple[str, str]], exc_info: Optional[ExcInfo] = None
+    ) -> Callable[[bytes], None]:
+        """PEP 3333 start_response. Returns ``write``."""
+        if exc_info is not None:
+            try:
+                if self.headers_sent:
+                    # PEP 3333: too late to change the response; re-raise the app's error.
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None
+        elif self.status:
+            raise LocalProtocolError("start_response called twice without exc_info", 500)
+        if type(status) is not str:
+            raise LocalProtocolError("status must be a str", 500)
+        m = _STATUS.fullmatch(status)
+        if m is None:
+            raise LocalProtocolError(f"invalid status {status!r}", 500)
+        code = int(m.group(1))
+        if code < 200:
+            raise LocalProtocolError("informational (1xx) statuses are sent by the server", 500)
+        encoded = _header_bytes(headers)
+        self.status, self.reason, self.headers = code, m.group(2).encode("latin-1"), encoded
+        return self.write
+
+    def write(self, data: bytes) -> None:
+        """PEP 3333 write(): send ``data`` before returning. May switch greenlets."""
+        if not self.status:
+            raise LocalProtocolError("write() called before start_response", 500)
+        if type(data) is not bytes:
+            raise LocalProtocolError("write() needs bytes", 500)
+        self.emit(data)
+
+
+def single_body(result: Iterable[bytes]) -> Optional[bytes]:
+    """Return the body if ``result`` is a one-element list or tuple of bytes, else None (lets
+    the handler send Content-Length and one packet)."""
+    if type(result) in (list, tuple) and len(result) == 1:  # type: ignore[arg-type]
+        body = result[0]  # type: ignore[index]
+        if type(body) is bytes:
+            return body
+    return None
