@@ -1,0 +1,151 @@
+"""Shared test helpers: a real server on 127.0.0.1 port 0, raw-socket HTTP, response parsing."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from wsgiref.validate import validator
+
+import pytest
+
+from greenserve.testing import RunningServer, running_server
+
+WsgiApp = Callable[..., Any]
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., RunningServer]]:
+    """``serve(app, validate=True, **options)`` starts a real server; all are stopped at the end.
+    Apps are wrapped in wsgiref.validate.validator unless validate=False (for apps that break
+    PEP 3333 on purpose)."""
+    stack = contextlib.ExitStack()
+
+    def start(app: WsgiApp, *, validate: bool = True, **options: Any) -> RunningServer:
+        return stack.enter_context(running_server(validator(app) if validate else app, **options))
+
+    with stack:
+        yield start
+
+
+def connect(server: RunningServer, timeout: float = 10.0) -> socket.socket:
+    sock = socket.create_connection((server.host, server.port), timeout=timeout)
+    return sock
+
+
+class RawResponse:
+    def __init__(self, status: int, reason: str, headers: List[Tuple[str, str]], body: bytes,
+                 raw_head: bytes) -> None:
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self.body = body
+        self.raw_head = raw_head
+
+    def header(self, name: str) -> Optional[str]:
+        values = [v for k, v in self.headers if k.lower() == name.lower()]
+        return ", ".join(values) if values else None
+
+    @property
+    def header_dict(self) -> Dict[str, str]:
+        return {k.lower(): v for k, v in self.headers}
+
+
+class Reader:
+    """Reads HTTP/1.1 responses from a socket, one at a time (handles pipelining)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = b""
+
+    def _fill(self) -> bool:
+        data = self.sock.recv(65536)
+        if not data:
+            return False
+        self.buf += data
+        return True
+
+    def _line(self) -> bytes:
+        while b"\r\n" not in self.buf:
+            if not self._fill():
+                raise EOFError("connection closed mid-line")
+        line, _, self.buf = self.buf.partition(b"\r\n")
+        return line
+
+    def _exactly(self, n: int) -> bytes:
+        while len(self.buf) < n:
+            if not self._fill():
+                raise EOFError("connection closed mid-body")
+        data, self.buf = self.buf[:n], self.buf[n:]
+        return data
+
+    def read_response(self, head_request: bool = False) -> RawResponse:
+        while b"\r\n\r\n" not in self.buf:
+            if not self._fill():
+                raise EOFError("connection closed before a response head")
+        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        version, status, reason = lines[0].decode("latin-1").split(" ", 2)
+        assert version == "HTTP/1.1", lines[0]
+        headers = []
+        for line in lines[1:]:
+            name, _, value = line.decode("latin-1").partition(":")
+            headers.append((name, value.strip()))
+        resp = RawResponse(int(status), reason, headers, b"", head)
+        code = int(status)
+        if head_request or code in (204, 304) or 100 <= code < 200:
+            return resp
+        te = resp.header("transfer-encoding")
+        cl = resp.header("content-length")
+        if te is not None:
+            assert te.lower() == "chunked", te
+            body = b""
+            while True:
+                size = int(self._line().split(b";")[0], 16)
+                if size == 0:
+                    while self._line():
+                        pass
+                    break
+                body += self._exactly(size)
+                assert self._exactly(2) == b"\r\n"
+            resp.body = body
+        elif cl is not None:
+            resp.body = self._exactly(int(cl))
+        else:
+            while self._fill():
+                pass
+            resp.body, self.buf = self.buf, b""
+        return resp
+
+    def at_eof(self, timeout: float = 5.0) -> bool:
+        """True if the server closes the connection (EOF or reset) within ``timeout``."""
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                data = self.sock.recv(65536)
+                if not data:
+                    return True
+                self.buf += data
+        except (ConnectionResetError, BrokenPipeError):
+            return True
+        except socket.timeout:
+            return False
+
+
+def request(server: RunningServer, raw: bytes, head_request: bool = False) -> RawResponse:
+    """Send raw bytes on a new connection and read one response."""
+    with connect(server) as sock:
+        sock.sendall(raw)
+        return Reader(sock).read_response(head_request)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 5.0, interval: float = 0.01) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` passes. Returns its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
