@@ -20,7 +20,7 @@ import socket
 import stat
 import time
 from email.utils import formatdate
-from typing import TYPE_CHECKING, Any, Iterable, Optional
+from typing import TYPE_CHECKING, Any, Dict, Iterable, Optional, Tuple
 
 from . import h1
 from .errors import (
@@ -70,7 +70,7 @@ class Connection:
         "response", "client_error", "body_sent", "closed",
     )
 
-    def __init__(self, server: "Server", sock: socket.socket, base_env: dict, peer: Any) -> None:
+    def __init__(self, server: "Server", sock: socket.socket, base_env: Dict[str, Any], peer: Any) -> None:
         self.server = server
         self.gsock = GreenSocket(sock, server.hub)
         self.h1 = h1.H1Connection(server.limits)
@@ -347,7 +347,7 @@ class Connection:
             except OSError as exc:
                 raise ClientDisconnected(f"client connection lost: {exc}") from None
 
-    def _send_parts(self, parts: tuple) -> None:
+    def _send_parts(self, parts: Tuple[bytes, ...]) -> None:
         if sum(map(len, parts)) <= _SMALL:
             self._send(b"".join(parts))
             return

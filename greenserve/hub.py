@@ -73,6 +73,14 @@ class _FdEntry:
         self.mask = 0
 
 
+class Task(greenlet):
+    """A greenlet made by ``spawn``: runs ``fn`` under the hub, which is its parent."""
+
+    def __init__(self, fn: Callable[..., Any], run: Callable[..., Any], parent: greenlet) -> None:
+        super().__init__(run, parent)
+        self.fn = fn
+
+
 class Timer:
     """A scheduled call; ``cancel()`` is O(1) (the heap drops cancelled entries lazily)."""
 
@@ -246,26 +254,25 @@ class Hub:
 
     # -- greenlets --------------------------------------------------------------------------
 
-    def spawn(self, fn: Callable[..., Any], *args: Any) -> greenlet:
+    def spawn(self, fn: Callable[..., Any], *args: Any) -> Task:
         """Start ``fn(*args)`` in a new greenlet on the next turn, in a copy of the current
         context. Returns the greenlet (a handle for ``kill``)."""
         glet = self._new_greenlet(fn)
         self._ready.append((self._start, (glet, args)))
         return glet
 
-    def start_now(self, fn: Callable[..., Any], *args: Any) -> greenlet:
+    def start_now(self, fn: Callable[..., Any], *args: Any) -> Task:
         """From a hub callback: run ``fn(*args)`` in a new greenlet right away, until it first
         waits. Returns the greenlet."""
         glet = self._new_greenlet(fn)
         self._start(glet, args)
         return glet
 
-    def _new_greenlet(self, fn: Callable[..., Any]) -> greenlet:
+    def _new_greenlet(self, fn: Callable[..., Any]) -> Task:
         if self._loop is None:
             raise RuntimeError("the hub is not running")
-        glet = greenlet(self._task_main, parent=self._loop)
+        glet = Task(fn, self._task_main, self._loop)
         glet.gr_context = contextvars.copy_context()
-        glet.task_fn = fn  # type: ignore[attr-defined]
         return glet
 
     def _start(self, glet: greenlet, args: Tuple[Any, ...]) -> None:
@@ -278,13 +285,15 @@ class Hub:
             self.running = previous
 
     def _task_main(self, *args: Any) -> None:
-        glet = getcurrent()
+        task = getcurrent()
+        assert isinstance(task, Task)
+        fn = task.fn
         try:
-            glet.task_fn(*args)
+            fn(*args)
         except Cancelled:
             pass
         except Exception:
-            log.exception("unhandled error in greenlet %r", glet.task_fn)
+            log.exception("unhandled error in greenlet %r", fn)
 
     def kill(self, glet: greenlet, exc: Optional[BaseException] = None) -> None:
         """Throw ``exc`` (default Cancelled) into ``glet`` on the next turn. A greenlet that has
@@ -295,7 +304,8 @@ class Hub:
         if glet.dead:
             return
         if not glet:  # not started: make it die without running
-            glet.task_fn = _noop  # type: ignore[attr-defined]
+            if isinstance(glet, Task):
+                glet.fn = _noop
             return
         try:
             glet.throw(exc)

@@ -17,7 +17,7 @@ def install_stop_handlers(server: "Server") -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    received = []
+    received: list[int] = []
 
     def on_signal(signum: int, frame: Any) -> None:
         grace = 0.0 if received and signum == signal.SIGINT else None

@@ -24,7 +24,8 @@ class RunningServer:
     def __init__(self, server: Server) -> None:
         self.server = server
         address = server.addresses[0]
-        self.host, self.port = (address[0], address[1]) if isinstance(address, tuple) else (address, 0)
+        self.host: str = address[0] if isinstance(address, tuple) else address
+        self.port: int = address[1] if isinstance(address, tuple) else 0
         self.url = server.urls[0]
 
     def statistics(self) -> Any:

@@ -161,7 +161,7 @@ class Input:
         return line
 
     def readlines(self, hint: Optional[int] = -1) -> List[bytes]:
-        lines = []
+        lines: List[bytes] = []
         total = 0
         while True:
             line = self.readline()

@@ -116,6 +116,8 @@ class HeadReader:
         lines = bytes(buf[:end]).split(b"\r\n")
         del buf[: end + 4]
         self._scanned = 0
+        if len(lines[0]) > limits.max_request_line:
+            raise RemoteProtocolError("request line too long", 414)
         method, target, version = parse_request_line(lines[0], limits)
         if end - len(lines[0]) > limits.max_header_bytes:
             raise RemoteProtocolError("request header fields too large", 431)

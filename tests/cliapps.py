@@ -1,0 +1,28 @@
+"""Apps for the command-line tests (imported by the server subprocess as tests.cliapps)."""
+
+import sys
+
+from greenserve.hub import get_hub
+
+
+def create_app():
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"from factory"]
+
+    return app
+
+
+def slow(environ, start_response):
+    """Answers after the number of seconds in the query string, without blocking the hub."""
+    print("slow request started", file=sys.stderr, flush=True)
+    get_hub().sleep(float(environ.get("QUERY_STRING") or "0"))
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"slow done"]
+
+
+not_callable = 42
+
+
+def broken_factory():
+    raise RuntimeError("factory exploded")

@@ -1,0 +1,354 @@
+"""Writes the raw-request corpus under tests/h1/corpus/ (run: python tests/h1/make_corpus.py).
+
+Every case is spelled out below with explicit b"\\r\\n", and every expectation of a valid case is
+written by hand next to its bytes, never computed by the parser under test. ``test_corpus``
+checks that the files on disk are exactly what this script writes, so a tool that rewrites line
+ends (see /.gitattributes) is caught.
+
+Naming: ``valid/<name>.http`` + ``valid/<name>.json`` (the expected requests);
+``invalid/<status>-<name>.http``. A name may end in ``@key=value[,key=value]`` to run the case
+with non-default parser limits: ``line`` = max_request_line, ``head`` = max_header_bytes,
+``count`` = max_header_count, ``body`` = max_body_size. Example: ``431-too-many@count=4.http``.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Dict, List, Sequence, Tuple
+
+CORPUS = pathlib.Path(__file__).resolve().parent / "corpus"
+CRLF = b"\r\n"
+HOST = b"Host: example.com"
+Pairs = Sequence[Tuple[bytes, bytes]]
+
+
+def msg(*lines: bytes, body: bytes = b"") -> bytes:
+    """Each line followed by CRLF, then the empty line that ends the head, then ``body``."""
+    return b"".join(line + CRLF for line in lines) + CRLF + body
+
+
+def req(
+    method: bytes, target: bytes, headers: Pairs, body: bytes = b"", version: bytes = b"1.1",
+    trailers: Pairs = (),
+) -> Dict[str, object]:
+    """One expected request, in the sidecar JSON shape (bytes shown as latin-1 strings)."""
+    def pairs(items: Pairs) -> List[List[str]]:
+        return [[n.decode("latin-1"), v.decode("latin-1")] for n, v in items]
+    return {
+        "method": method.decode("latin-1"), "target": target.decode("latin-1"),
+        "http_version": version.decode("latin-1"), "headers": pairs(headers),
+        "body": body.decode("latin-1"), "trailers": pairs(trailers),
+    }
+
+
+H = (b"host", b"example.com")
+CHUNKED = b"Transfer-Encoding: chunked"
+TE = (b"transfer-encoding", b"chunked")
+GET = msg(b"GET / HTTP/1.1", HOST)
+ALL_TCHARS = b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+VALID: List[Tuple[str, bytes, List[Dict[str, object]]]] = [
+    ("get-minimal", GET, [req(b"GET", b"/", [H])]),
+    ("get-query-percent", msg(b"GET /a%20b/c;p?x=1&y=%2F HTTP/1.1", HOST),
+     [req(b"GET", b"/a%20b/c;p?x=1&y=%2F", [H])]),
+    ("repeated-list-header-kept-in-order",
+     msg(b"GET / HTTP/1.1", HOST, b"Accept: text/html", b"X-Y: 1", b"accept: */*"),
+     [req(b"GET", b"/", [H, (b"accept", b"text/html"), (b"x-y", b"1"), (b"accept", b"*/*")])]),
+    ("post-content-length", msg(b"POST /f HTTP/1.1", HOST, b"Content-Length: 5", body=b"hello"),
+     [req(b"POST", b"/f", [H, (b"content-length", b"5")], b"hello")]),
+    ("content-length-ows", msg(b"POST / HTTP/1.1", HOST, b"Content-Length:  5 ", body=b"hello"),
+     [req(b"POST", b"/", [H, (b"content-length", b"5")], b"hello")]),
+    ("content-length-htab-ows", msg(b"PUT / HTTP/1.1", HOST, b"Content-Length:\t3\t", body=b"abc"),
+     [req(b"PUT", b"/", [H, (b"content-length", b"3")], b"abc")]),
+    ("content-length-leading-zeros", msg(b"POST / HTTP/1.1", HOST, b"Content-Length: 003", body=b"abc"),
+     [req(b"POST", b"/", [H, (b"content-length", b"003")], b"abc")]),
+    ("content-length-zero-then-get", msg(b"POST / HTTP/1.1", HOST, b"Content-Length: 0") + GET,
+     [req(b"POST", b"/", [H, (b"content-length", b"0")]), req(b"GET", b"/", [H])]),
+    ("body-binary-with-crlf", msg(b"POST / HTTP/1.1", HOST, b"Content-Length: 8", body=b"\r\n\x00\r\n\r\n\xff"),
+     [req(b"POST", b"/", [H, (b"content-length", b"8")], b"\r\n\x00\r\n\r\n\xff")]),
+    ("body-at-limit@body=16", msg(b"POST / HTTP/1.1", HOST, b"Content-Length: 16", body=b"0123456789abcdef"),
+     [req(b"POST", b"/", [H, (b"content-length", b"16")], b"0123456789abcdef")]),
+    ("get-with-content-length-body", msg(b"GET / HTTP/1.1", HOST, b"Content-Length: 2", body=b"hi"),
+     [req(b"GET", b"/", [H, (b"content-length", b"2")], b"hi")]),
+    ("chunked-simple", msg(b"POST / HTTP/1.1", HOST, CHUNKED, body=b"5\r\nhello\r\n0\r\n\r\n"),
+     [req(b"POST", b"/", [H, TE], b"hello")]),
+    ("chunked-hex-sizes", msg(b"POST / HTTP/1.1", HOST, CHUNKED, body=(
+        b"A\r\n0123456789\r\nb\r\nabcdefghijk\r\n00003\r\nxyz\r\n000\r\n\r\n")),
+     [req(b"POST", b"/", [H, TE], b"0123456789abcdefghijkxyz")]),
+    ("chunked-data-with-crlf-inside", msg(b"POST / HTTP/1.1", HOST, CHUNKED, body=(
+        b"7\r\n\r\n0\r\n\r\n\r\n0\r\n\r\n")),
+     [req(b"POST", b"/", [H, TE], b"\r\n0\r\n\r\n")]),
+    ("chunked-extensions", msg(b"POST / HTTP/1.1", HOST, CHUNKED, body=(
+        b"3;a\r\nabc\r\n3;a=b\r\ndef\r\n3;a=\"x y\";c=d\r\nghi\r\n"
+        b"3;q=\"\\\"\\\\\"\r\njkl\r\n3;n=\"caf\xe9\"\r\nmno\r\n0;last=1\r\n\r\n")),
+     [req(b"POST", b"/", [H, TE], b"abcdefghijklmno")]),
+    ("chunked-extension-bws", msg(b"POST / HTTP/1.1", HOST, CHUNKED, body=(
+        b"3 ; a = b\r\nabc\r\n3\t;\tn\r\ndef\r\n0\r\n\r\n")),
+     [req(b"POST", b"/", [H, TE], b"abcdef")]),
+    ("chunked-trailers", msg(b"POST / HTTP/1.1", HOST, CHUNKED, b"Trailer: X-Sum", body=(
+        b"2\r\nhi\r\n0\r\nX-Sum: abc\r\nX-Other:  v w \t\r\n\r\n")),
+     [req(b"POST", b"/", [H, TE, (b"trailer", b"X-Sum")], b"hi",
+          trailers=[(b"x-sum", b"abc"), (b"x-other", b"v w")])]),
+    ("chunked-at-limit@body=16", msg(b"POST / HTTP/1.1", HOST, CHUNKED, body=(
+        b"a\r\n0123456789\r\n6\r\nabcdef\r\n0\r\n\r\n")),
+     [req(b"POST", b"/", [H, TE], b"0123456789abcdef")]),
+    ("te-chunked-upper-case", msg(b"POST / HTTP/1.1", HOST, b"Transfer-Encoding: CHUNKED",
+                                  body=b"1\r\nx\r\n0\r\n\r\n"),
+     [req(b"POST", b"/", [H, (b"transfer-encoding", b"CHUNKED")], b"x")]),
+    ("te-chunked-leading-ows", msg(b"POST / HTTP/1.1", HOST, b"Transfer-Encoding:  \tchunked ",
+                                   body=b"1\r\nx\r\n0\r\n\r\n"),
+     [req(b"POST", b"/", [H, TE], b"x")]),
+    ("te-chunked-empty-list-elements", msg(b"POST / HTTP/1.1", HOST, b"Transfer-Encoding: , chunked,",
+                                           body=b"1\r\nx\r\n0\r\n\r\n"),
+     [req(b"POST", b"/", [H, (b"transfer-encoding", b", chunked,")], b"x")]),
+    ("http10-no-host", msg(b"GET / HTTP/1.0"), [req(b"GET", b"/", [], version=b"1.0")]),
+    ("http10-body-then-close-ignores-rest",
+     msg(b"POST / HTTP/1.0", b"Content-Length: 3", body=b"abc") + b"NOT PARSED\r\n\r\n",
+     [req(b"POST", b"/", [(b"content-length", b"3")], b"abc", version=b"1.0")]),
+    ("http10-keep-alive-pipelined",
+     msg(b"GET /1 HTTP/1.0", b"Connection: keep-alive") + msg(b"GET /2 HTTP/1.0", HOST),
+     [req(b"GET", b"/1", [(b"connection", b"keep-alive")], version=b"1.0"),
+      req(b"GET", b"/2", [H], version=b"1.0")]),
+    ("http12-treated-as-11", msg(b"GET / HTTP/1.2", HOST), [req(b"GET", b"/", [H])]),
+    ("options-asterisk", msg(b"OPTIONS * HTTP/1.1", HOST), [req(b"OPTIONS", b"*", [H])]),
+    ("absolute-form-http", msg(b"GET http://example.com/p?q=1 HTTP/1.1", HOST),
+     [req(b"GET", b"http://example.com/p?q=1", [H])]),
+    ("absolute-form-https-port-no-path", msg(b"GET https://example.com:8443 HTTP/1.1", HOST),
+     [req(b"GET", b"https://example.com:8443", [H])]),
+    ("connect-authority-form", msg(b"CONNECT example.com:443 HTTP/1.1", b"Host: example.com:443"),
+     [req(b"CONNECT", b"example.com:443", [(b"host", b"example.com:443")])]),
+    ("leading-crlf", CRLF + GET, [req(b"GET", b"/", [H])]),
+    ("leading-two-crlf", CRLF + CRLF + GET, [req(b"GET", b"/", [H])]),
+    ("crlf-after-body-between-pipelined",
+     msg(b"POST / HTTP/1.1", HOST, b"Content-Length: 1", body=b"x") + CRLF + GET,
+     [req(b"POST", b"/", [H, (b"content-length", b"1")], b"x"), req(b"GET", b"/", [H])]),
+    ("expect-100-continue", msg(b"POST / HTTP/1.1", HOST, b"Expect: 100-continue", b"Content-Length: 2",
+                                body=b"ok"),
+     [req(b"POST", b"/", [H, (b"expect", b"100-continue"), (b"content-length", b"2")], b"ok")]),
+    ("expect-100-continue-mixed-case-chunked",
+     msg(b"PUT / HTTP/1.1", HOST, b"Expect: 100-Continue", CHUNKED, body=b"2\r\nok\r\n0\r\n\r\n"),
+     [req(b"PUT", b"/", [H, (b"expect", b"100-Continue"), TE], b"ok")]),
+    ("header-value-htab", msg(b"GET / HTTP/1.1", HOST, b"X-A: a\tb", b"X-B:\t\tc \t"),
+     [req(b"GET", b"/", [H, (b"x-a", b"a\tb"), (b"x-b", b"c")])]),
+    ("header-value-obs-text", msg(b"GET / HTTP/1.1", HOST, b"X-Name: caf\xe9 \x80\xff"),
+     [req(b"GET", b"/", [H, (b"x-name", b"caf\xe9 \x80\xff")])]),
+    ("header-value-empty", msg(b"GET / HTTP/1.1", HOST, b"X-Empty:", b"X-Blank:  \t "),
+     [req(b"GET", b"/", [H, (b"x-empty", b""), (b"x-blank", b"")])]),
+    ("header-value-inner-spaces", msg(b"GET / HTTP/1.1", HOST, b"X-A: a  b   c"),
+     [req(b"GET", b"/", [H, (b"x-a", b"a  b   c")])]),
+    ("header-name-all-tchars", msg(b"GET / HTTP/1.1", HOST, ALL_TCHARS + b": v"),
+     [req(b"GET", b"/", [H, (ALL_TCHARS.lower(), b"v")])]),
+    ("header-name-mixed-case", msg(b"GET / HTTP/1.1", b"hOsT: example.com", b"X-CamelCase: V"),
+     [req(b"GET", b"/", [H, (b"x-camelcase", b"V")])]),
+    ("lowercase-method", msg(b"get /x HTTP/1.1", HOST), [req(b"get", b"/x", [H])]),
+    ("extension-method", msg(b"PROPFIND /dav/ HTTP/1.1", HOST), [req(b"PROPFIND", b"/dav/", [H])]),
+    ("head-and-delete", msg(b"HEAD /h HTTP/1.1", HOST) + msg(b"DELETE /d HTTP/1.1", HOST),
+     [req(b"HEAD", b"/h", [H]), req(b"DELETE", b"/d", [H])]),
+    ("host-ipv6-port", msg(b"GET / HTTP/1.1", b"Host: [::1]:8080"), [req(b"GET", b"/", [(b"host", b"[::1]:8080")])]),
+    ("host-ipv4-empty-port", msg(b"GET / HTTP/1.1", b"Host: 10.0.0.1:"), [req(b"GET", b"/", [(b"host", b"10.0.0.1:")])]),
+    ("host-empty-value", msg(b"GET / HTTP/1.1", b"Host:"), [req(b"GET", b"/", [(b"host", b"")])]),
+    ("connection-close-ignores-rest", msg(b"GET / HTTP/1.1", HOST, b"Connection: close") + b"garbage\n\n",
+     [req(b"GET", b"/", [H, (b"connection", b"close")])]),
+    ("pipelined-mixed",
+     GET + msg(b"POST /a HTTP/1.1", HOST, b"Content-Length: 3", body=b"abc")
+     + msg(b"POST /b HTTP/1.1", HOST, CHUNKED, body=b"2\r\nde\r\n0\r\nX-T: 1\r\n\r\n")
+     + msg(b"GET /c HTTP/1.1", HOST, b"Connection: keep-alive"),
+     [req(b"GET", b"/", [H]), req(b"POST", b"/a", [H, (b"content-length", b"3")], b"abc"),
+      req(b"POST", b"/b", [H, TE], b"de", trailers=[(b"x-t", b"1")]),
+      req(b"GET", b"/c", [H, (b"connection", b"keep-alive")])]),
+    ("headers-at-count-limit@count=4", msg(b"GET / HTTP/1.1", HOST, b"A: 1", b"B: 2", b"C: 3"),
+     [req(b"GET", b"/", [H, (b"a", b"1"), (b"b", b"2"), (b"c", b"3")])]),
+    ("request-line-at-limit@line=32", msg(b"GET /" + b"x" * 18 + b" HTTP/1.1", HOST),
+     [req(b"GET", b"/" + b"x" * 18, [H])]),
+]
+
+
+def _many_headers(n: int) -> List[bytes]:
+    return [b"X-%d: %d" % (i, i) for i in range(n)]
+
+
+POST = b"POST / HTTP/1.1"
+INVALID: List[Tuple[str, bytes]] = [
+    # -- request smuggling: Content-Length / Transfer-Encoding (RFC 9112 6.1, 6.3; RFC 9110 8.6)
+    ("400-cl-and-te", msg(POST, HOST, b"Content-Length: 5", CHUNKED, body=b"0\r\n\r\n")),
+    ("400-te-and-cl", msg(POST, HOST, CHUNKED, b"Content-Length: 13", body=b"0\r\n\r\nGET / HTTP/1.1\r\n")),
+    ("400-te-chunked-chunked", msg(POST, HOST, b"Transfer-Encoding: chunked, chunked", body=b"0\r\n\r\n")),
+    ("400-te-chunked-on-two-lines", msg(POST, HOST, CHUNKED, CHUNKED, body=b"0\r\n\r\n")),
+    ("501-te-gzip-chunked", msg(POST, HOST, b"Transfer-Encoding: gzip, chunked", body=b"0\r\n\r\n")),
+    ("501-te-gzip-then-chunked-lines", msg(POST, HOST, b"Transfer-Encoding: gzip", CHUNKED, body=b"0\r\n\r\n")),
+    ("400-te-chunked-gzip", msg(POST, HOST, b"Transfer-Encoding: chunked, gzip", body=b"0\r\n\r\n")),
+    ("400-te-gzip-only", msg(POST, HOST, b"Transfer-Encoding: gzip", body=b"x")),
+    ("400-te-xchunked", msg(POST, HOST, b"Transfer-Encoding: xchunked", body=b"0\r\n\r\n")),
+    ("400-te-in-http10", msg(b"POST / HTTP/1.0", CHUNKED, body=b"0\r\n\r\n")),
+    ("400-te-empty", msg(POST, HOST, b"Transfer-Encoding:", body=b"0\r\n\r\n")),
+    ("400-te-quoted", msg(POST, HOST, b'Transfer-Encoding: "chunked"', body=b"0\r\n\r\n")),
+    ("400-te-space-before-colon", msg(POST, HOST, b"Transfer-Encoding : chunked", body=b"0\r\n\r\n")),
+    ("400-te-obs-fold", msg(POST, HOST, b"Transfer-Encoding:", b" chunked", body=b"0\r\n\r\n")),
+    ("400-te-vertical-tab", msg(POST, HOST, b"Transfer-Encoding: chunked\x0b", body=b"0\r\n\r\n")),
+    ("400-cl-plus-sign", msg(POST, HOST, b"Content-Length: +5", body=b"hello")),
+    ("400-cl-minus-sign", msg(POST, HOST, b"Content-Length: -1", body=b"x")),
+    ("400-cl-hex", msg(POST, HOST, b"Content-Length: 0x5", body=b"hello")),
+    ("400-cl-space-inside", msg(POST, HOST, b"Content-Length: 5 5", body=b"hello")),
+    ("400-cl-comma-list", msg(POST, HOST, b"Content-Length: 5,5", body=b"hello")),
+    ("400-cl-comma-list-spaced", msg(POST, HOST, b"Content-Length: 5, 5", body=b"hello")),
+    ("400-cl-repeated-identical", msg(POST, HOST, b"Content-Length: 5", b"content-length: 5", body=b"hello")),
+    ("400-cl-repeated-differing", msg(POST, HOST, b"Content-Length: 5", b"Content-Length: 6", body=b"hello!")),
+    ("400-cl-empty", msg(POST, HOST, b"Content-Length:", body=b"")),
+    ("400-cl-decimal-point", msg(POST, HOST, b"Content-Length: 5.0", body=b"hello")),
+    ("400-cl-space-before-colon", msg(POST, HOST, b"Content-Length : 5", body=b"hello")),
+    ("413-cl-huge-digits", msg(POST, HOST, b"Content-Length: " + b"9" * 40, body=b"x")),
+    ("413-content-length-over-limit@body=16", msg(POST, HOST, b"Content-Length: 17", body=b"x" * 17)),
+    ("413-chunked-over-limit@body=16", msg(POST, HOST, CHUNKED, body=b"a\r\n0123456789\r\n7\r\n0123456\r\n0\r\n\r\n")),
+    ("413-chunk-size-over-default-limit", msg(POST, HOST, CHUNKED, body=b"40000001\r\n")),
+    # -- chunk sizes and extensions (RFC 9112 7.1, 7.1.1)
+    ("400-chunk-size-0x", msg(POST, HOST, CHUNKED, body=b"0x1\r\nx\r\n0\r\n\r\n")),
+    ("400-chunk-size-plus", msg(POST, HOST, CHUNKED, body=b"+1\r\nx\r\n0\r\n\r\n")),
+    ("400-chunk-size-minus", msg(POST, HOST, CHUNKED, body=b"-1\r\nx\r\n0\r\n\r\n")),
+    ("400-chunk-size-underscore", msg(POST, HOST, CHUNKED, body=b"1_0\r\n" + b"x" * 16 + b"\r\n0\r\n\r\n")),
+    ("400-chunk-size-leading-space", msg(POST, HOST, CHUNKED, body=b" 1\r\nx\r\n0\r\n\r\n")),
+    ("400-chunk-size-trailing-space", msg(POST, HOST, CHUNKED, body=b"1 \r\nx\r\n0\r\n\r\n")),
+    ("400-chunk-size-17-hex-digits", msg(POST, HOST, CHUNKED, body=b"00000000000000001\r\nx\r\n0\r\n\r\n")),
+    ("400-chunk-size-empty-line", msg(POST, HOST, CHUNKED, body=b"\r\nx\r\n0\r\n\r\n")),
+    ("400-chunk-size-not-hex", msg(POST, HOST, CHUNKED, body=b"g\r\nx\r\n0\r\n\r\n")),
+    ("400-chunk-size-bare-lf", msg(POST, HOST, CHUNKED, body=b"1\nx\r\n0\r\n\r\n")),
+    ("400-chunk-size-bare-cr", msg(POST, HOST, CHUNKED, body=b"1\rx\r\n0\r\n\r\n")),
+    ("400-chunk-ext-empty-name", msg(POST, HOST, CHUNKED, body=b"1;\r\nx\r\n0\r\n\r\n")),
+    ("400-chunk-ext-empty-value", msg(POST, HOST, CHUNKED, body=b"1;a=\r\nx\r\n0\r\n\r\n")),
+    ("400-chunk-ext-unterminated-quote", msg(POST, HOST, CHUNKED, body=b'1;a="b\r\nx\r\n0\r\n\r\n')),
+    ("400-chunk-ext-space-in-value", msg(POST, HOST, CHUNKED, body=b"1;a=b c\r\nx\r\n0\r\n\r\n")),
+    ("400-chunk-ext-no-semicolon", msg(POST, HOST, CHUNKED, body=b"1 a\r\nx\r\n0\r\n\r\n")),
+    ("400-chunk-ext-control-char", msg(POST, HOST, CHUNKED, body=b"1;a=\x01\r\nx\r\n0\r\n\r\n")),
+    ("400-chunk-ext-nul-in-quoted", msg(POST, HOST, CHUNKED, body=b'1;a="\x00"\r\nx\r\n0\r\n\r\n')),
+    ("400-chunk-ext-too-long", msg(POST, HOST, CHUNKED, body=b"1;a=" + b"b" * 5000 + b"\r\nx\r\n0\r\n\r\n")),
+    ("400-chunk-data-longer-than-size", msg(POST, HOST, CHUNKED, body=b"3\r\nabcd\r\n0\r\n\r\n")),
+    ("400-chunk-data-missing-crlf", msg(POST, HOST, CHUNKED, body=b"3\r\nabc0\r\n\r\n")),
+    ("400-chunk-data-bare-lf-after", msg(POST, HOST, CHUNKED, body=b"3\r\nabc\n0\r\n\r\n")),
+    ("400-last-chunk-bare-lf-end", msg(POST, HOST, CHUNKED, body=b"0\r\n\n")),
+    ("400-trailer-obs-fold", msg(POST, HOST, CHUNKED, body=b"0\r\nX-T: a\r\n b\r\n\r\n")),
+    ("400-trailer-no-colon", msg(POST, HOST, CHUNKED, body=b"0\r\nX-T a\r\n\r\n")),
+    ("400-trailer-space-before-colon", msg(POST, HOST, CHUNKED, body=b"0\r\nX-T : a\r\n\r\n")),
+    ("400-trailer-nul", msg(POST, HOST, CHUNKED, body=b"0\r\nX-T: a\x00b\r\n\r\n")),
+    ("400-trailer-bare-lf", msg(POST, HOST, CHUNKED, body=b"0\r\nX-T: a\nX-U: b\r\n\r\n")),
+    ("400-trailer-bare-cr", msg(POST, HOST, CHUNKED, body=b"0\r\nX-T: a\rb\r\n\r\n")),
+    ("431-trailer-section-too-large@head=56", msg(POST, HOST, CHUNKED, body=(
+        b"0\r\nX-A: " + b"a" * 30 + b"\r\nX-B: " + b"b" * 30 + b"\r\n\r\n"))),
+    # -- line ends, folding, field syntax (RFC 9112 2.2, 5, 5.1, 5.2; RFC 9110 5.5)
+    ("400-bare-lf-in-request-line", b"GET / HTTP/1.1\nHost: example.com\r\n\r\n"),
+    ("400-bare-lf-in-header", b"GET / HTTP/1.1\r\nHost: example.com\nX: y\r\n\r\n"),
+    ("400-bare-lf-ends-head", b"GET / HTTP/1.1\r\nHost: example.com\r\n\n"),
+    ("400-bare-lf-only-line-ends", b"GET / HTTP/1.1\nHost: example.com\n\n"),
+    ("400-bare-cr-in-request-line", b"GET / HTTP/1.1\rHost: example.com\r\n\r\n"),
+    ("400-bare-cr-in-header-value", msg(b"GET / HTTP/1.1", HOST, b"X: a\rb")),
+    ("400-bare-cr-ends-head", b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\r\n"),
+    ("400-leading-bare-lf", b"\n" + GET),
+    ("400-nine-leading-empty-lines", CRLF * 9 + GET),
+    ("400-obs-fold", msg(b"GET / HTTP/1.1", HOST, b"X-A: a", b" b")),
+    ("400-obs-fold-tab", msg(b"GET / HTTP/1.1", HOST, b"X-A: a", b"\tb")),
+    ("400-whitespace-before-first-header", msg(b"GET / HTTP/1.1", b" Host: example.com")),
+    ("400-space-before-colon", msg(b"GET / HTTP/1.1", b"Host : example.com")),
+    ("400-tab-before-colon", msg(b"GET / HTTP/1.1", HOST, b"X-A\t: b")),
+    ("400-space-in-header-name", msg(b"GET / HTTP/1.1", HOST, b"X A: b")),
+    ("400-empty-header-name", msg(b"GET / HTTP/1.1", HOST, b": b")),
+    ("400-header-without-colon", msg(b"GET / HTTP/1.1", HOST, b"X-A b")),
+    ("400-nul-in-header-value", msg(b"GET / HTTP/1.1", HOST, b"X-A: a\x00b")),
+    ("400-ctl-01-in-header-value", msg(b"GET / HTTP/1.1", HOST, b"X-A: a\x01b")),
+    ("400-vt-in-header-value", msg(b"GET / HTTP/1.1", HOST, b"X-A: a\x0bb")),
+    ("400-ff-in-header-value", msg(b"GET / HTTP/1.1", HOST, b"X-A: \x0c")),
+    ("400-esc-in-header-value", msg(b"GET / HTTP/1.1", HOST, b"X-A: \x1b[0m")),
+    ("400-del-in-header-value", msg(b"GET / HTTP/1.1", HOST, b"X-A: a\x7fb")),
+    ("400-nul-in-header-name", msg(b"GET / HTTP/1.1", HOST, b"X\x00A: b")),
+    ("400-del-in-header-name", msg(b"GET / HTTP/1.1", HOST, b"X\x7fA: b")),
+    ("400-non-ascii-header-name", msg(b"GET / HTTP/1.1", HOST, b"X-\xe9: b")),
+    ("400-separator-in-header-name", msg(b"GET / HTTP/1.1", HOST, b"X(A): b")),
+    # -- request line (RFC 9112 3, 3.2; RFC 9110 2.5, 9.1)
+    ("400-invalid-method-paren", msg(b"GE(T / HTTP/1.1", HOST)),
+    ("400-invalid-method-slash", msg(b"G/T / HTTP/1.1", HOST)),
+    ("400-empty-method", msg(b" / HTTP/1.1", HOST)),
+    ("400-nul-in-method", msg(b"G\x00T / HTTP/1.1", HOST)),
+    ("400-non-ascii-in-target", msg(b"GET /caf\xc3\xa9 HTTP/1.1", HOST)),
+    ("400-nul-in-target", msg(b"GET /a\x00b HTTP/1.1", HOST)),
+    ("400-del-in-target", msg(b"GET /a\x7fb HTTP/1.1", HOST)),
+    ("400-space-in-target", msg(b"GET /a b HTTP/1.1", HOST)),
+    ("400-lowercase-http-version", msg(b"GET / http/1.1", HOST)),
+    ("400-version-two-digit-minor", msg(b"GET / HTTP/1.10", HOST)),
+    ("400-version-missing", msg(b"GET /", HOST)),
+    ("400-version-missing-minor", msg(b"GET / HTTP/1", HOST)),
+    ("505-http2-version", msg(b"GET / HTTP/2.0", HOST)),
+    ("505-http09-version", msg(b"GET / HTTP/0.9", HOST)),
+    ("505-http3-version", msg(b"GET / HTTP/3.0", HOST)),
+    ("505-h2-preface", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+    ("400-double-space-request-line", msg(b"GET  / HTTP/1.1", HOST)),
+    ("400-double-space-before-version", msg(b"GET /  HTTP/1.1", HOST)),
+    ("400-tab-separator-request-line", msg(b"GET\t/\tHTTP/1.1", HOST)),
+    ("400-trailing-space-request-line", msg(b"GET / HTTP/1.1 ", HOST)),
+    ("400-leading-space-request-line", msg(b" GET / HTTP/1.1", HOST)),
+    ("400-fragment-in-target", msg(b"GET /a#frag HTTP/1.1", HOST)),
+    ("400-fragment-in-absolute-form", msg(b"GET http://example.com/a#frag HTTP/1.1", HOST)),
+    ("400-absolute-form-empty-host", msg(b"GET http:///a HTTP/1.1", HOST)),
+    ("400-asterisk-with-get", msg(b"GET * HTTP/1.1", HOST)),
+    ("400-authority-form-with-get", msg(b"GET example.com:80 HTTP/1.1", HOST)),
+    ("400-connect-origin-form", msg(b"CONNECT / HTTP/1.1", HOST)),
+    ("400-connect-without-port", msg(b"CONNECT example.com HTTP/1.1", HOST)),
+    ("400-target-not-a-path", msg(b"GET index.html HTTP/1.1", HOST)),
+    # -- Host (RFC 9112 3.2, RFC 9110 7.2)
+    ("400-missing-host-http11", msg(b"GET / HTTP/1.1", b"X-A: b")),
+    ("400-missing-host-absolute-form", msg(b"GET http://example.com/ HTTP/1.1")),
+    ("400-repeated-host", msg(b"GET / HTTP/1.1", HOST, HOST)),
+    ("400-repeated-host-http10", msg(b"GET / HTTP/1.0", b"Host: a", b"Host: b")),
+    ("400-host-with-space", msg(b"GET / HTTP/1.1", b"Host: exa mple.com")),
+    ("400-host-with-slash", msg(b"GET / HTTP/1.1", b"Host: example.com/evil")),
+    ("400-host-with-userinfo", msg(b"GET / HTTP/1.1", b"Host: user@example.com")),
+    ("400-host-non-numeric-port", msg(b"GET / HTTP/1.1", b"Host: example.com:http")),
+    ("400-host-unclosed-ipv6", msg(b"GET / HTTP/1.1", b"Host: [::1:80")),
+    ("400-connection-invalid-token", msg(b"GET / HTTP/1.1", HOST, b"Connection: close, @bad")),
+    # -- Expect (RFC 9110 10.1.1)
+    ("417-expect-unknown", msg(POST, HOST, b"Expect: foo", b"Content-Length: 1", body=b"x")),
+    ("417-expect-continue-and-unknown", msg(POST, HOST, b"Expect: 100-continue, foo", b"Content-Length: 1",
+                                            body=b"x")),
+    # -- limits (RFC 6585 5 for 431; RFC 9110 15.5.15 for 414, 15.5.14 for 413)
+    ("431-too-many-headers@count=4", msg(b"GET / HTTP/1.1", HOST, b"A: 1", b"B: 2", b"C: 3", b"D: 4")),
+    ("431-too-many-headers-default-limit", msg(b"GET / HTTP/1.1", HOST, *_many_headers(100))),
+    ("431-header-section-too-large@head=64", msg(b"GET / HTTP/1.1", HOST, b"X-A: " + b"a" * 40, b"X-B: " + b"b" * 40)),
+    ("431-header-line-too-large-default-limit", msg(b"GET / HTTP/1.1", HOST, b"X-A: " + b"a" * 70000)),
+    ("414-long-target@line=32", msg(b"GET /" + b"a" * 60 + b" HTTP/1.1", HOST)),
+    ("414-long-target-unterminated@line=32", b"GET /" + b"a" * 60),
+    ("414-long-target-default-limit", b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n"),
+    # -- truncated input: the client closes mid-message
+    ("400-eof-in-head", b"GET / HTTP/1.1\r\nHost: example.com\r\n"),
+    ("400-eof-in-body", msg(POST, HOST, b"Content-Length: 10", body=b"abc")),
+    ("400-eof-in-chunk-data", msg(POST, HOST, CHUNKED, body=b"5\r\nab")),
+    ("400-eof-before-last-chunk", msg(POST, HOST, CHUNKED, body=b"2\r\nab\r\n")),
+    ("400-eof-in-trailers", msg(POST, HOST, CHUNKED, body=b"0\r\nX-T: 1\r\n")),
+    ("400-eof-after-lone-cr", b"\r"),
+    # -- an error in a later pipelined request
+    ("400-second-request-invalid", GET + msg(b"GET / HTTP/1.1", b"Host example.com")),
+    ("400-smuggled-after-chunked", msg(POST, HOST, CHUNKED, body=b"0\r\n\r\n")
+     + msg(b"GET /admin HTTP/1.1", HOST, b"Content-Length: 5", b"Transfer-Encoding: chunked")),
+]
+
+
+def render() -> Dict[str, bytes]:
+    """Return {path relative to the corpus directory: file content} for every case."""
+    files: Dict[str, bytes] = {}
+    for name, raw, expected in VALID:
+        files[f"valid/{name}.http"] = raw
+        files[f"valid/{name}.json"] = (json.dumps(expected, indent=1) + "\n").encode("ascii")
+    for name, raw in INVALID:
+        files[f"invalid/{name}.http"] = raw
+    if len(files) != 2 * len(VALID) + len(INVALID):
+        raise SystemExit("duplicate case name")
+    return files
+
+
+def main() -> None:
+    for sub in ("valid", "invalid"):
+        for old in (CORPUS / sub).glob("*"):
+            old.unlink()
+    for rel, content in render().items():
+        (CORPUS / rel).write_bytes(content)
+    print(f"wrote {len(VALID)} valid and {len(INVALID)} invalid cases to {CORPUS}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,207 @@
+"""The command line, run as a real subprocess: startup line, requests, signals, bad input."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Iterator, List, Optional
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+LISTENING = re.compile(r"listening on (http://\S+|unix:\S+)")
+
+
+class Proc:
+    """A greenserve subprocess whose stderr is collected by a thread."""
+
+    def __init__(self, *args: str, env: Optional[dict] = None) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "greenserve", *args], cwd=ROOT, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})},
+        )
+        self.lines: List[str] = []
+        self.out: List[str] = []
+        self._seen = threading.Condition()
+        threading.Thread(target=self._pump, args=(self.proc.stderr, self.lines), daemon=True).start()
+        threading.Thread(target=self._pump, args=(self.proc.stdout, self.out), daemon=True).start()
+
+    def _pump(self, stream, into: List[str]) -> None:
+        for line in stream:
+            with self._seen:
+                into.append(line)
+                self._seen.notify_all()
+
+    def wait_for(self, pattern: re.Pattern, timeout: float = 15.0, where: str = "err") -> re.Match:
+        lines = self.lines if where == "err" else self.out
+        deadline = time.monotonic() + timeout
+        with self._seen:
+            while True:
+                for line in lines:
+                    m = pattern.search(line)
+                    if m:
+                        return m
+                left = deadline - time.monotonic()
+                if left <= 0 or self.proc.poll() is not None and not left:
+                    raise AssertionError(f"{pattern.pattern!r} not seen in: {''.join(lines)}")
+                self._seen.wait(min(left, 0.2))
+
+    def url(self) -> str:
+        return self.wait_for(LISTENING).group(1)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        return self.proc.wait(15)
+
+
+@pytest.fixture
+def run() -> Iterator:
+    procs: List[Proc] = []
+
+    def start(*args: str, env: Optional[dict] = None) -> Proc:
+        proc = Proc(*args, env=env)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.proc.poll() is None:
+            proc.proc.kill()
+            proc.proc.wait(5)
+
+
+def run_to_end(*args: str, env: Optional[dict] = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "greenserve", *args], cwd=ROOT, capture_output=True, text=True,
+        timeout=30, env={**os.environ, **(env or {})},
+    )
+
+
+def test_serves_example_and_stops_on_ctrl_c(run) -> None:
+    proc = run("examples.hello:app", "--bind", "127.0.0.1:0")
+    url = proc.url()
+    assert requests.get(url, timeout=5).text == "Hello, world!\n"
+    assert proc.stop() == 0
+    assert any("stopped" in line for line in proc.lines)
+
+
+def test_factory_and_access_log(run) -> None:
+    proc = run("tests.cliapps:create_app()", "--bind", "127.0.0.1:0", "--access-log", "-")
+    url = proc.url()
+    resp = requests.get(url + "/path?q=1", headers={"User-Agent": 'evil"agent'}, timeout=5)
+    assert resp.text == "from factory"
+    line = proc.wait_for(re.compile(r'"GET /path\?q=1 HTTP/1.1" 200 12'), where="out").string
+    assert re.match(r'127\.0\.0\.1 - - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}\] ', line)
+    assert '"evil\\x22agent"' in line  # a quote in a header cannot end the field
+    assert proc.stop() == 0
+
+
+def test_sigterm_lets_in_flight_request_finish(run) -> None:
+    proc = run("tests.cliapps:slow", "--bind", "127.0.0.1:0")
+    url = proc.url()
+    result = {}
+    worker = threading.Thread(
+        target=lambda: result.update(resp=requests.get(url + "/?0.8", timeout=10)))
+    worker.start()
+    proc.wait_for(re.compile("slow request started"))
+    proc.proc.send_signal(signal.SIGTERM)
+    worker.join(10)
+    assert result["resp"].status_code == 200
+    assert result["resp"].text == "slow done"
+    assert result["resp"].headers.get("Connection") == "close"
+    assert proc.proc.wait(10) == 0
+
+
+def test_env_variables_configure_and_flags_win(run) -> None:
+    proc = run("examples.hello:app", "--bind", "127.0.0.1:0",
+               env={"GREENSERVE_BIND": "127.0.0.1:1", "GREENSERVE_MAX_REQUEST_LINE": "64"})
+    url = proc.url()
+    assert url.startswith("http://127.0.0.1:") and not url.endswith(":1")
+    assert requests.get(url + "/" + "a" * 100, timeout=5).status_code == 414
+    assert proc.stop() == 0
+
+
+@pytest.mark.parametrize("args, env, needle", [
+    (["examples.hello:app", "--max-body-size", "lots"], {}, "--max-body-size"),
+    (["examples.hello:app", "--header-timeout", "-1"], {}, "--header-timeout"),
+    (["examples.hello:app", "--bind", "nowhere"], {}, "--bind"),
+    (["examples.hello:app", "--no-such-flag"], {}, "--no-such-flag"),
+    (["examples.hello:app"], {"GREENSERVE_KEEPALIVE_TIMEOUT": "soon"}, "GREENSERVE_KEEPALIVE_TIMEOUT"),
+    (["examples.hello:app"], {"GREENSERVE_NO_SUCH": "1"}, "GREENSERVE_NO_SUCH"),
+    (["no_such_module:app"], {}, "no_such_module"),
+    (["examples.hello:nothing"], {}, "nothing"),
+    (["tests.cliapps:not_callable"], {}, "not callable"),
+    (["tests.cliapps:broken_factory()"], {}, "factory exploded"),
+    (["examples.hello:app", "--log-level", "loud"], {}, "--log-level"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, env, needle) -> None:
+    done = run_to_end(*args, env=env)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("greenserve: error:") and needle in lines[0]
+
+
+def test_port_in_use_names_the_address() -> None:
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    try:
+        done = run_to_end("examples.hello:app", "--bind", f"127.0.0.1:{port}")
+    finally:
+        holder.close()
+    assert done.returncode == 2
+    assert f"127.0.0.1:{port}" in done.stderr and "in use" in done.stderr
+
+
+def test_unix_socket(run, tmp_path) -> None:
+    path = tmp_path / "gs.sock"
+    proc = run("examples.hello:app", "--bind", f"unix:{path}")
+    assert proc.url() == f"unix:{path}"
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(5)
+        sock.connect(str(path))
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200 OK\r\n") and data.endswith(b"Hello, world!\n")
+    assert proc.stop() == 0
+    assert not path.exists()
+
+
+def test_ipv6_and_two_binds(run) -> None:
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    try:
+        socket.socket(socket.AF_INET6).bind(("::1", 0))
+    except OSError:
+        pytest.skip("::1 is not available")
+    proc = run("examples.hello:app", "--bind", "[::1]:0", "--bind", "127.0.0.1:0")
+    urls = [m.group(1) for m in LISTENING.finditer("".join(proc.lines))]
+    proc.wait_for(re.compile(r"listening on http://127"))
+    urls = [m.group(1) for line in proc.lines for m in [LISTENING.search(line)] if m]
+    assert any(u.startswith("http://[::1]:") for u in urls)
+    for url in urls:
+        assert requests.get(url, timeout=5).status_code == 200
+    assert proc.stop() == 0
+
+
+def test_version_and_help() -> None:
+    version = run_to_end("--version")
+    assert version.returncode == 0 and version.stdout.startswith("greenserve ")
+    helptext = run_to_end("--help")
+    assert helptext.returncode == 0
+    for flag in ("--bind", "--root-path", "--max-body-size", "--header-timeout",
+                 "--keepalive-timeout", "--access-log", "--log-level", "GREENSERVE_BIND"):
+        assert flag in helptext.stdout
