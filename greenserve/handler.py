@@ -70,7 +70,10 @@ class Connection:
         "response", "client_error", "body_sent", "closed",
     )
 
-    def __init__(self, server: "Server", sock: socket.socket, base_env: Dict[str, Any], peer: Any) -> None:
+    def __init__(
+        self, server: "Server", sock: socket.socket, base_env: Dict[str, Any],
+        peer: Optional[Tuple[str, str]],
+    ) -> None:
         self.server = server
         self.gsock = GreenSocket(sock, server.hub)
         self.h1 = h1.H1Connection(server.limits)
@@ -132,6 +135,8 @@ class Connection:
         """Returns True to keep the connection idle, False to close it."""
         conn = self.h1
         server = self.server
+        if not conn.buffered and not self._receive_head_bytes():
+            return False  # woken because bytes are there: read them before parsing nothing
         while True:
             try:
                 event = conn.next_event()
@@ -174,7 +179,7 @@ class Connection:
         response = self.response = Response(self._emit)
         self.client_error = None
         self.body_sent = 0
-        environ = request_environ(self.base_env, request, Input(self._read_chunk))
+        environ = request_environ(self.base_env, self.peer, request, Input(self._read_chunk))
         server.request_started()
         result: Optional[Iterable[bytes]] = None
         try:

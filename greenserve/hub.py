@@ -37,6 +37,7 @@ EVENT_READ = selectors.EVENT_READ
 EVENT_WRITE = selectors.EVENT_WRITE
 
 _local = threading.local()
+MAX_IDLE_WORKERS = 256
 
 
 class Wake(enum.Enum):
@@ -128,6 +129,7 @@ class Hub:
         self._wake_w.setblocking(False)
         self.selector.register(self._wake_r.fileno(), EVENT_READ, None)
         self._loop: Optional[greenlet] = None
+        self._workers: List[Task] = []  # parked worker greenlets for start_now
         self._base_context = contextvars.Context()
         self._stopping = False
         self.turns = 0  # loop iterations; a watchdog can read it from another thread
@@ -262,11 +264,42 @@ class Hub:
         return glet
 
     def start_now(self, fn: Callable[..., Any], *args: Any) -> Task:
-        """From a hub callback: run ``fn(*args)`` in a new greenlet right away, until it first
-        waits. Returns the greenlet."""
-        glet = self._new_greenlet(fn)
-        self._start(glet, args)
-        return glet
+        """From a hub callback: run ``fn(*args)`` right away, until it first waits, in a pooled
+        worker greenlet (starting and ending a greenlet costs far more than a switch).
+        Returns the worker; it belongs to this job only until ``fn`` returns."""
+        if self._loop is None:
+            raise RuntimeError("the hub is not running")
+        workers = self._workers
+        while workers:
+            worker = workers.pop()
+            if not worker.dead:
+                break
+        else:
+            worker = Task(fn, self._worker_main, self._loop)
+        worker.gr_context = self._base_context.copy()
+        previous, self.running = self.running, worker
+        try:
+            worker.switch(fn, args)
+        finally:
+            self.running = previous
+        return worker
+
+    def _worker_main(self, fn: Callable[..., Any], args: Tuple[Any, ...]) -> None:
+        worker = getcurrent()
+        assert isinstance(worker, Task) and self._loop is not None
+        while True:
+            worker.fn = fn
+            try:
+                fn(*args)
+            except Cancelled:
+                pass
+            except Exception:
+                log.exception("unhandled error in greenlet %r", fn)
+            if self._stopping or len(self._workers) >= MAX_IDLE_WORKERS:
+                return
+            worker.fn = _noop
+            self._workers.append(worker)
+            fn, args = self._loop.switch()
 
     def _new_greenlet(self, fn: Callable[..., Any]) -> Task:
         if self._loop is None:

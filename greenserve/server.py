@@ -48,6 +48,7 @@ class Listener:
         self.sock = sock
         self.address = address
         self.gsock: Optional[GreenSocket] = None
+        self.environ: Dict[str, Any] = {}
         if sock.family == socket.AF_UNIX:
             self.server_name, self.server_port = "localhost", "80"
         else:
@@ -186,6 +187,7 @@ class Server:
         hub = self.hub
         for listener in self.listeners:
             listener.gsock = GreenSocket(listener.sock, hub)
+            listener.environ = self._listener_environ(listener)
             hub.call_soon(self._watch_listener, listener)
         hub.call_soon(self._serving.set)
         hub.call_soon(self._schedule_sweep)
@@ -255,6 +257,12 @@ class Server:
 
     # -- accepting ----------------------------------------------------------------------------
 
+    def _listener_environ(self, listener: Listener) -> Dict[str, Any]:
+        return base_environ(
+            listener.server_name, listener.server_port, url_scheme=self.config.url_scheme,
+            script_name=self.config.root_path.rstrip("/"), multiprocess=False, software=SOFTWARE,
+        )
+
     def _watch_listener(self, listener: Listener) -> None:
         if self.draining or listener.gsock is None or listener.gsock.fd < 0:
             return
@@ -283,12 +291,8 @@ class Server:
     def _adopt(self, client: socket.socket, peer: Any, listener: Listener) -> None:
         if client.family != socket.AF_UNIX:
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        remote = (peer[0], peer[1]) if isinstance(peer, tuple) else None
-        env = base_environ(
-            listener.server_name, listener.server_port, remote, url_scheme=self.config.url_scheme,
-            script_name=self.config.root_path.rstrip("/"), multiprocess=False, software=SOFTWARE,
-        )
-        conn = Connection(self, client, env, remote)
+        remote = (peer[0], str(peer[1])) if isinstance(peer, tuple) else None
+        conn = Connection(self, client, listener.environ, remote)
         self.connections[conn] = None
         self.stats.connections_total += 1
         conn.watch()

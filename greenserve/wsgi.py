@@ -46,11 +46,12 @@ def _environ_key(name: bytes) -> Optional[str]:
 
 
 def base_environ(
-    server_name: str, server_port: str, remote: Optional[Tuple[str, int]], *,
-    url_scheme: str, script_name: str, multiprocess: bool, software: str, errors: Any = None,
+    server_name: str, server_port: str, *, url_scheme: str, script_name: str,
+    multiprocess: bool, software: str, errors: Any = None,
 ) -> Environ:
-    """Return the keys shared by every request on one connection."""
-    env: Environ = {
+    """Return the keys shared by every request on one listener (built once, copied per
+    request)."""
+    return {
         "SERVER_NAME": server_name,
         "SERVER_PORT": server_port,
         "SCRIPT_NAME": script_name,
@@ -65,15 +66,16 @@ def base_environ(
         "wsgi.input_terminated": True,
         "wsgi.file_wrapper": FileWrapper,
     }
-    if remote is not None:
-        env["REMOTE_ADDR"] = remote[0]
-        env["REMOTE_PORT"] = str(remote[1])
-    return env
 
 
-def request_environ(base: Environ, request: Request, wsgi_input: "Input") -> Environ:
-    """Return the environ of one request (PEP 3333, CGI variables from RFC 3875)."""
+def request_environ(
+    base: Environ, remote: Optional[Tuple[str, str]], request: Request, wsgi_input: "Input"
+) -> Environ:
+    """Return the environ of one request (PEP 3333, CGI variables from RFC 3875).
+    ``remote`` is the client's (address, port) as text, None on a unix socket."""
     env = base.copy()
+    if remote is not None:
+        env["REMOTE_ADDR"], env["REMOTE_PORT"] = remote
     target = request.target
     if target[:1] != b"/" and target != b"*" and request.method != b"CONNECT":
         # absolute-form (RFC 9112 3.2.2): the path is what follows the authority.

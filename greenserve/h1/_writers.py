@@ -10,7 +10,7 @@ hop-by-hop fields (PEP 3333) and a Content-Length that is not a plain number.
 from __future__ import annotations
 
 import re
-from typing import List, NamedTuple, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from ..errors import LocalProtocolError
 from . import _abnf
@@ -39,8 +39,24 @@ class AppHead(NamedTuple):
     has_server: bool
 
 
+_checked: Dict[Tuple[Tuple[bytes, bytes], ...], AppHead] = {}
+_MAX_CHECKED = 512
+
+
 def check_app_headers(headers: List[Tuple[bytes, bytes]]) -> AppHead:
-    """Validate app headers. Returns their wire form. Raises LocalProtocolError (a 500)."""
+    """Validate app headers. Returns their wire form. Raises LocalProtocolError (a 500).
+    Apps send the same few header sets again and again; the result is cached per set."""
+    key = tuple(headers)
+    app = _checked.get(key)
+    if app is None:
+        app = _check_app_headers(headers)
+        if len(_checked) >= _MAX_CHECKED:
+            _checked.clear()
+        _checked[key] = app
+    return app
+
+
+def _check_app_headers(headers: List[Tuple[bytes, bytes]]) -> AppHead:
     out = []
     content_length = None
     has_date = has_server = False
