@@ -1,0 +1,181 @@
+"""The embedding API: Server start/stop from another thread, graceful drain, cancellation."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+import requests
+
+import greenserve
+from greenserve import Config, ConfigError, Server
+from greenserve.hub import get_hub
+
+from conftest import Reader, connect, wait_until
+
+
+def hello(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"hello"]
+
+
+def sleepy(environ, start_response):
+    get_hub().sleep(float(environ["QUERY_STRING"] or "0"))
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"done"]
+
+
+def run_in_thread(server: Server) -> threading.Thread:
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    assert server.wait_serving(10)
+    return thread
+
+
+def test_start_binds_port_zero_and_stop_from_another_thread():
+    server = Server(hello, bind="127.0.0.1:0")
+    server.start()
+    host, port = server.addresses[0]
+    assert host == "127.0.0.1" and port > 0
+    assert server.urls == [f"http://127.0.0.1:{port}"]
+    thread = run_in_thread(server)
+    assert requests.get(server.urls[0], timeout=5).text == "hello"
+    server.stop(1)
+    thread.join(5)
+    assert not thread.is_alive()
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=1)
+
+
+def test_bad_options_name_the_option():
+    with pytest.raises(ConfigError) as info:
+        Server(hello, keepalive_timeout=0)
+    assert info.value.option == "keepalive_timeout"
+    with pytest.raises(ConfigError) as info:
+        Server(hello, no_such_option=1)
+    assert info.value.option == "no_such_option"
+    with pytest.raises(ConfigError) as info:
+        Config(bind=("localhost",))
+    assert info.value.option == "bind"
+
+
+def test_port_in_use_raises_config_error_naming_address():
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    try:
+        with pytest.raises(ConfigError) as info:
+            Server(hello, bind=f"127.0.0.1:{port}").start()
+        assert f"127.0.0.1:{port}" in str(info.value)
+    finally:
+        holder.close()
+
+
+def test_graceful_stop_finishes_in_flight_and_closes_idle():
+    server = Server(sleepy, bind="127.0.0.1:0")
+    server.start()
+    thread = run_in_thread(server)
+    host, port = server.addresses[0]
+    idle = socket.create_connection((host, port), timeout=5)
+    idle.sendall(b"GET /?0 HTTP/1.1\r\nHost: x\r\n\r\n")
+    idle_reader = Reader(idle)
+    assert idle_reader.read_response().status == 200  # now an idle keep-alive connection
+    busy = [socket.create_connection((host, port), timeout=5) for _ in range(20)]
+    for sock in busy:
+        sock.sendall(b"GET /?0.5 HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert wait_until(lambda: server.statistics()["requests_in_flight"] == 20)
+    stopper = threading.Thread(target=server.stop, args=(10,))
+    stopper.start()
+    assert idle_reader.at_eof(5)  # the idle connection is closed at once
+    for sock in busy:
+        resp = Reader(sock).read_response()
+        assert (resp.status, resp.body, resp.header("connection")) == (200, b"done", "close")
+        sock.close()
+    stopper.join(10)
+    thread.join(5)
+    assert not thread.is_alive()
+    idle.close()
+
+
+def test_grace_expiry_cancels_and_calls_close():
+    closed = threading.Event()
+
+    class Body:
+        def __iter__(self):
+            get_hub().sleep(30)
+            yield b"never"
+
+        def close(self):
+            closed.set()
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return Body()
+
+    server = Server(app, bind="127.0.0.1:0")
+    server.start()
+    thread = run_in_thread(server)
+    sock = socket.create_connection(server.addresses[0], timeout=5)
+    sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert wait_until(lambda: server.statistics()["requests_in_flight"] == 1)
+    started = time.monotonic()
+    server.stop(0.3)
+    assert time.monotonic() - started < 5
+    thread.join(5)
+    assert closed.is_set()
+    resp = Reader(sock).read_response()
+    assert resp.status == 503
+    sock.close()
+
+
+def test_statistics_counts():
+    server = Server(hello, bind="127.0.0.1:0")
+    server.start()
+    thread = run_in_thread(server)
+    try:
+        session = requests.Session()
+        for _ in range(3):
+            session.get(server.urls[0], timeout=5)
+        with socket.create_connection(server.addresses[0], timeout=5) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\n\r\n")  # no Host: 400
+            assert Reader(sock).read_response().status == 400
+        stats = server.statistics()
+        assert stats["requests_total"] == 3
+        assert stats["responses"]["2xx"] == 3
+        assert stats["responses"]["4xx"] == 1
+        assert stats["protocol_errors"] == 1
+        assert stats["connections_total"] == 2
+    finally:
+        server.stop(1)
+        thread.join(5)
+
+
+def test_serve_function_blocks_until_stopped():
+    holder = {}
+
+    def app(environ, start_response):
+        holder["hub"] = get_hub()
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    thread = threading.Thread(target=greenserve.serve, args=(app, "127.0.0.1", port), daemon=True)
+    thread.start()
+
+    def up() -> bool:
+        try:
+            return requests.get(f"http://127.0.0.1:{port}/", timeout=1).text == "ok"
+        except requests.ConnectionError:
+            return False
+
+    assert wait_until(up, timeout=10)
+    hub = holder["hub"]
+    hub.call_soon_threadsafe(hub.stop)
+    thread.join(5)
+    assert not thread.is_alive()
