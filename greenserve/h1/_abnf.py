@@ -36,7 +36,8 @@ REQUEST_LINE = re.compile(
 
 # RFC 9112 3.2.1 origin-form = absolute-path [ "?" query ]; 3.2.2 absolute-form = absolute-URI;
 # 3.2.3 authority-form = uri-host ":" port (CONNECT only); 3.2.4 asterisk-form = "*" (OPTIONS).
-ABSOLUTE_FORM = re.compile(rb"([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)([^#]*)")
+# RFC 9110 4.2.1: an "http" URI with an empty host is invalid.
+ABSOLUTE_FORM = re.compile(rb"([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]+)([^#]*)")
 AUTHORITY_FORM = re.compile(rb"[^/?#@\s]+:[0-9]+")
 
 # RFC 9110 7.2: Host = uri-host [ ":" port ]; uri-host = IP-literal / IPv4address / reg-name

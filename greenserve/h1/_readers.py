@@ -56,13 +56,12 @@ def parse_fields(lines: list[bytes], limit: int) -> Headers:
 
 def _check_target(method: bytes, target: bytes) -> None:
     """Check the request-target form against the method (RFC 9112 3.2)."""
-    first = target[:1]
-    if first == b"/":
-        if b"#" in target:
-            raise RemoteProtocolError("fragment in request-target")
-    elif method == b"CONNECT":
+    if method == b"CONNECT":
         if not _abnf.AUTHORITY_FORM.fullmatch(target):
             raise RemoteProtocolError("CONNECT needs authority-form")
+    elif target[:1] == b"/":
+        if b"#" in target:
+            raise RemoteProtocolError("fragment in request-target")
     elif target == b"*":
         if method != b"OPTIONS":
             raise RemoteProtocolError("asterisk-form is only for OPTIONS")
@@ -91,14 +90,16 @@ def parse_request_line(line: bytes, limits: Limits) -> tuple[bytes, bytes, bytes
 class HeadReader:
     """Finds and parses one request head at the front of the buffer."""
 
-    __slots__ = ("limits", "_scanned")
+    __slots__ = ("limits", "_scanned", "_skipped")
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
         self._scanned = 0
+        self._skipped = 0  # empty lines skipped before this request-line
 
     def reset(self) -> None:
         self._scanned = 0
+        self._skipped = 0
 
     def read(self, buf: bytearray) -> Union[Request, Signal]:
         if buf[:2] == b"\r\n":
@@ -125,9 +126,11 @@ class HeadReader:
 
     def _skip_leading_crlf(self, buf: bytearray) -> None:
         # RFC 9112 2.2: a server SHOULD ignore at least one empty line before the request-line.
+        # A few are skipped, however the bytes arrive; more is not a request.
         n = 0
-        while buf[n : n + 2] == b"\r\n" and n < 2 * _MAX_LEADING_CRLF:
+        while buf[n : n + 2] == b"\r\n" and self._skipped < _MAX_LEADING_CRLF:
             n += 2
+            self._skipped += 1
         if n:
             del buf[:n]
 
@@ -136,7 +139,7 @@ class HeadReader:
         _check_bare_eol(buf, max(0, self._scanned - 1))
         limits = self.limits
         line_end = buf.find(b"\r\n", 0, limits.max_request_line + 2)
-        if line_end < 0 and len(buf) > limits.max_request_line:
+        if line_end < 0 and len(buf) - buf.endswith(b"\r") > limits.max_request_line:
             raise RemoteProtocolError("request line too long", 414)
         if len(buf) > limits.max_request_line + limits.max_header_bytes + 4:
             raise RemoteProtocolError("request head too large", 431)
@@ -175,7 +178,7 @@ _SIZE, _DATA, _DATA_END, _TRAILER, _DONE = range(5)
 class ChunkedReader:
     """A chunked body with extensions and trailers (RFC 9112 7.1)."""
 
-    __slots__ = ("state", "remaining", "total", "limits", "_scanned", "_trailers")
+    __slots__ = ("state", "remaining", "total", "limits", "_scanned", "_trailers", "_trailer_bytes")
 
     def __init__(self, limits: Limits) -> None:
         self.state = _SIZE
@@ -184,6 +187,7 @@ class ChunkedReader:
         self.limits = limits
         self._scanned = 0
         self._trailers: list[bytes] = []
+        self._trailer_bytes = 0
 
     def read(self, buf: bytearray) -> Union[Data, EndOfMessage, Signal]:
         while True:
@@ -262,7 +266,8 @@ class ChunkedReader:
             return NEED_DATA
         if line:
             self._trailers.append(line)
-            if sum(map(len, self._trailers)) > limits.max_header_bytes:
+            self._trailer_bytes += len(line) + 2
+            if self._trailer_bytes > limits.max_header_bytes:
                 raise RemoteProtocolError("trailer section too large", 431)
             return None
         self.state = _DONE

@@ -102,9 +102,12 @@ def build_head(
     peer_http11: bool, default_lines: bytes,
 ) -> bytes:
     """Return the response head. ``default_lines`` carries the Date and Server fields."""
+    if _VALUE.fullmatch(reason) is None:
+        # RFC 9112 4: reason-phrase = 1*( HTAB / SP / VCHAR / obs-text )
+        raise LocalProtocolError("invalid character in the reason phrase", 500)
     parts = [b"HTTP/1.1 %d %s\r\n" % (status, reason), app.lines]
-    if status == 204:
-        # RFC 9110 8.6: a server MUST NOT send Content-Length in a 204 response.
+    if status == 204 or status < 200:
+        # RFC 9110 8.6: a server MUST NOT send Content-Length in a 1xx or 204 response.
         parts[1] = _drop_content_length(app.lines) if app.content_length is not None else app.lines
     elif mode == LENGTH and app.content_length is None:
         parts.append(b"Content-Length: %d\r\n" % length)

@@ -51,9 +51,10 @@ def _transfer_coding_is_chunked(values: list[bytes], http11: bool) -> None:
     codings = _tokens(b",".join(values), "Transfer-Encoding")
     if not codings:
         raise RemoteProtocolError("empty Transfer-Encoding")
-    if codings.count(b"chunked") > 1 or (b"chunked" in codings and codings[-1] != b"chunked"):
+    if codings[-1] != b"chunked" or codings.count(b"chunked") > 1:
+        # RFC 9112 6.3 (4): chunked not final means the length cannot be known: 400.
         raise RemoteProtocolError("chunked must be applied once, as the final coding")
-    if codings != [b"chunked"]:
+    if len(codings) > 1:
         # RFC 9112 6.1: a transfer coding the server does not understand gets 501.
         raise RemoteProtocolError("unsupported transfer coding", 501)
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import pathlib
-from typing import Dict, Iterator, List, Tuple
+from typing import Dict, FrozenSet, Iterator, List, Tuple
 
 import pytest
 
@@ -30,33 +30,9 @@ from ._driver import MODES, drive, limits_for, splits, status_of
 CORPUS = pathlib.Path(__file__).resolve().parent / "corpus"
 VALID = sorted((CORPUS / "valid").glob("*.http"))
 INVALID = sorted((CORPUS / "invalid").glob("*.http"))
-ALL_MODES = frozenset(MODES)
+ALL_MODES: FrozenSet[str] = frozenset(MODES)
 
-_TE_NOT_FINAL = (
-    "RFC 9112 6.3 (4): Transfer-Encoding in a request without chunked as the final coding "
-    "MUST get 400; the parser answers 501 because it checks 'chunked' only when present"
-)
-KNOWN_BUGS: Dict[str, Tuple[frozenset, str]] = {
-    "400-te-gzip-only": (ALL_MODES, _TE_NOT_FINAL),
-    "400-te-xchunked": (ALL_MODES, _TE_NOT_FINAL),
-    "400-absolute-form-empty-host": (
-        ALL_MODES, "RFC 9110 4.2.1: an http URI with an empty host MUST be rejected as invalid"),
-    "400-connect-origin-form": (
-        ALL_MODES, "RFC 9110 9.3.6 / RFC 9112 3.2.3: CONNECT takes authority-form only; the "
-        "origin-form branch in _check_target runs before the CONNECT check"),
-    "400-nine-leading-empty-lines": (
-        frozenset({"lines", "bytes", "random"}),
-        "_MAX_LEADING_CRLF is counted per next_event call: fed in pieces, any number of empty "
-        "lines is skipped, fed whole the 9th is a 400 (outcome depends on the cut)"),
-    "414-long-target@line=32": (
-        frozenset({"whole", "random"}),
-        "RFC 9110 15.5.15 / Limits.max_request_line: a too-long request line that arrives with "
-        "its whole head in one piece is accepted; the length is only checked while incomplete"),
-    "request-line-at-limit@line=32": (
-        frozenset({"bytes", "random"}),
-        "off by one while incomplete: a request line of exactly max_request_line bytes whose "
-        "CR has arrived without its LF is refused with 414; fed whole it is accepted"),
-}
+KNOWN_BUGS: Dict[str, Tuple[FrozenSet[str], str]] = {}
 
 
 def _params(files: List[pathlib.Path]) -> Iterator[object]:
