@@ -9,6 +9,7 @@ cannot starve the others.
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 from typing import Any, BinaryIO, List, Optional, Sequence, Tuple, Union
@@ -18,18 +19,36 @@ from .hub import Hub, get_hub
 Buffer = Union[bytes, bytearray, memoryview]
 YIELD_EVERY = 1 << 20
 _SENDFILE_BLOCK = 1 << 20
+_IOV_MAX = min(os.sysconf("SC_IOV_MAX"), 1024) if hasattr(os, "sysconf") else 1024
 
 
 class GreenSocket:
     """A non-blocking socket driven by a hub. Methods that may switch say so."""
 
-    __slots__ = ("sock", "fd", "hub", "__weakref__")
+    __slots__ = ("sock", "fd", "hub", "_unyielded", "__weakref__")
 
     def __init__(self, sock: socket.socket, hub: Optional[Hub] = None) -> None:
         sock.setblocking(False)
         self.sock = sock
         self.fd = sock.fileno()
         self.hub = hub if hub is not None else get_hub()
+        self._unyielded = 0  # bytes moved since this socket last let others run
+
+    def _moved(self, n: int) -> None:
+        """Count bytes moved without waiting; past YIELD_EVERY, let the other greenlets run.
+        May switch."""
+        self._unyielded += n
+        if self._unyielded >= YIELD_EVERY:
+            self._unyielded = 0
+            self.hub.yield_now()
+
+    def _wait_readable(self, deadline: Optional[float]) -> None:
+        self._unyielded = 0
+        self.hub.wait_readable(self.fd, deadline)
+
+    def _wait_writable(self, timeout: Optional[float]) -> None:
+        self._unyielded = 0
+        self.hub.wait_writable(self.fd, None if timeout is None else self.hub.time() + timeout)
 
     @classmethod
     def connect(
@@ -41,7 +60,7 @@ class GreenSocket:
         deadline = None if timeout is None else gs.hub.time() + timeout
         try:
             err = gs.sock.connect_ex(address)
-            if err not in (0, 115, 36):  # 0, EINPROGRESS (Linux), EINPROGRESS (macOS)
+            if err not in (0, errno.EINPROGRESS):
                 raise OSError(err, os.strerror(err))
             if err:
                 gs.hub.wait_writable(gs.fd, deadline)
@@ -60,17 +79,24 @@ class GreenSocket:
         """Receive up to ``size`` bytes; b"" at EOF. May switch. Raises TimeoutError, OSError."""
         while True:
             try:
-                return self.sock.recv(size)
+                data = self.sock.recv(size)
             except BlockingIOError:
-                self.hub.wait_readable(self.fd, deadline)
+                self._wait_readable(deadline)
+                continue
+            if len(data) > 4096:
+                self._moved(len(data))
+            return data
 
     def recv_into(self, buffer: Any, size: int = 0, deadline: Optional[float] = None) -> int:
         """Receive into ``buffer``; 0 at EOF. May switch. Raises TimeoutError, OSError."""
         while True:
             try:
-                return self.sock.recv_into(buffer, size)
+                n = self.sock.recv_into(buffer, size)
             except BlockingIOError:
-                self.hub.wait_readable(self.fd, deadline)
+                self._wait_readable(deadline)
+                continue
+            self._moved(n)
+            return n
 
     def recv_nowait(self, size: int) -> Optional[bytes]:
         """Receive what is there without waiting: None if nothing is, b"" at EOF."""
@@ -95,34 +121,29 @@ class GreenSocket:
         except BlockingIOError:
             sent = 0
         if sent == len(data):
+            if sent > 4096:
+                self._moved(sent)
             return
-        self._send_rest(memoryview(data)[sent:], timeout)
-
-    def _send_rest(self, view: memoryview, timeout: Optional[float]) -> None:
-        hub = self.hub
-        since_yield = 0
+        view = memoryview(data)[sent:]
         while view:
             try:
                 n = self.sock.send(view)
             except BlockingIOError:
-                hub.wait_writable(self.fd, None if timeout is None else hub.time() + timeout)
-                since_yield = 0
+                self._wait_writable(timeout)
                 continue
             view = view[n:]
-            since_yield += n
-            if since_yield >= YIELD_EVERY and view:
-                hub.yield_now()
-                since_yield = 0
+            self._moved(n)
 
     def sendall_parts(self, parts: Sequence[Buffer], timeout: Optional[float] = None) -> None:
         """Send several buffers with as few syscalls as possible (sendmsg). May switch."""
         views: List[memoryview] = [memoryview(p) for p in parts if len(p)]
         while views:
             try:
-                n = self.sock.sendmsg(views)
+                n = self.sock.sendmsg(views[:_IOV_MAX])
             except BlockingIOError:
-                self.hub.wait_writable(self.fd, None if timeout is None else self.hub.time() + timeout)
+                self._wait_writable(timeout)
                 continue
+            self._moved(n)
             while n and views:
                 if n >= len(views[0]):
                     n -= len(views.pop(0))
@@ -141,13 +162,11 @@ class GreenSocket:
         except (AttributeError, OSError):
             return self._sendfile_fallback(file, offset, count, timeout)
         sent = 0
-        since_yield = 0
         while sent < count:
             try:
                 n = os.sendfile(self.fd, fileno, offset + sent, min(count - sent, _SENDFILE_BLOCK))
             except BlockingIOError:
-                self.hub.wait_writable(self.fd, None if timeout is None else self.hub.time() + timeout)
-                since_yield = 0
+                self._wait_writable(timeout)
                 continue
             except OSError as exc:
                 if sent == 0 and exc.errno in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP
@@ -156,10 +175,7 @@ class GreenSocket:
             if n == 0:
                 break  # the file is shorter than promised
             sent += n
-            since_yield += n
-            if since_yield >= YIELD_EVERY:
-                self.hub.yield_now()
-                since_yield = 0
+            self._moved(n)
         return sent
 
     def _sendfile_fallback(

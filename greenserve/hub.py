@@ -121,7 +121,7 @@ class Hub:
         self.time = time.monotonic
         self._entries: Dict[int, _FdEntry] = {}
         self._timers: List[Timer] = []
-        self._cancelled_timers = 0
+        self._compact_at = 256  # heap size at which cancelled timers are swept out
         self._ready: Deque[Tuple[Callable[..., Any], Tuple[Any, ...]]] = collections.deque()
         self._threadsafe: Deque[Tuple[Callable[..., Any], Tuple[Any, ...]]] = collections.deque()
         self._wake_r, self._wake_w = socket.socketpair()
@@ -209,15 +209,9 @@ class Hub:
         timers = self._timers
         while timers and timers[0].when <= now:
             timer = heapq.heappop(timers)
-            if timer.cancelled:
-                self._cancelled_timers -= 1
-            else:
+            if not timer.cancelled:
                 timer.cancelled = True
                 self._call(timer.fn, timer.args)
-        if self._cancelled_timers > 64 and self._cancelled_timers * 2 > len(timers):
-            self._timers = [t for t in timers if not t.cancelled]
-            heapq.heapify(self._timers)
-            self._cancelled_timers = 0
 
     def _drain_wakeup(self) -> None:
         try:
@@ -241,18 +235,25 @@ class Hub:
             pass  # already full of wake-up bytes, or closed while stopping
 
     def call_at(self, when: float, fn: Callable[..., Any], *args: Any) -> Timer:
-        """Run ``fn(*args)`` in the hub at monotonic time ``when``."""
+        """Run ``fn(*args)`` in the hub at monotonic time ``when``. Returns the timer;
+        ``timer.cancel()`` or ``hub.cancel_timer(timer)`` stops it."""
         timer = Timer(when, fn, args)
-        heapq.heappush(self._timers, timer)
+        timers = self._timers
+        heapq.heappush(timers, timer)
+        if len(timers) >= self._compact_at:
+            # Cancelled timers stay in the heap until due; sweep them out when the heap has
+            # doubled since the last sweep (amortised O(1) per timer).
+            live = [t for t in timers if not t.cancelled]
+            heapq.heapify(live)
+            self._timers = live
+            self._compact_at = max(256, 2 * len(live))
         return timer
 
     def call_later(self, delay: float, fn: Callable[..., Any], *args: Any) -> Timer:
         return self.call_at(self.time() + delay, fn, *args)
 
     def cancel_timer(self, timer: Timer) -> None:
-        if not timer.cancelled:
-            timer.cancelled = True
-            self._cancelled_timers += 1
+        timer.cancelled = True
 
     # -- greenlets --------------------------------------------------------------------------
 
@@ -331,14 +332,15 @@ class Hub:
     def kill(self, glet: greenlet, exc: Optional[BaseException] = None) -> None:
         """Throw ``exc`` (default Cancelled) into ``glet`` on the next turn. A greenlet that has
         not started is dropped without running."""
+        if isinstance(glet, Task) and not glet and not glet.dead:
+            glet.fn = _noop  # not started yet: it will start, run nothing and end
+            return
         self._ready.append((self._throw, (glet, exc or Cancelled())))
 
     def _throw(self, glet: greenlet, exc: BaseException) -> None:
         if glet.dead:
             return
-        if not glet:  # not started: make it die without running
-            if isinstance(glet, Task):
-                glet.fn = _noop
+        if not glet:  # not started (only plain greenlets get here): nothing to throw into
             return
         try:
             glet.throw(exc)

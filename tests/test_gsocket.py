@@ -1,0 +1,556 @@
+"""GreenSocket over socketpairs and real TCP loopback, inside a running hub.
+
+``run_hub(main)`` runs ``main(hub)`` in a greenlet of a fresh hub in the test thread and
+re-raises what it raised; a watchdog stops a hub that hangs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import socket
+import threading
+import time
+from typing import Any, Callable, List, Tuple
+
+import pytest
+
+from greenserve.errors import ClosedResourceError
+from greenserve.gsocket import GreenSocket
+from greenserve.hub import Hub
+
+HANG = 20.0
+
+
+def run_hub(main: Callable[[Hub], Any], timeout: float = HANG) -> Any:
+    hub = Hub()
+    outcome: dict = {}
+
+    def wrapper() -> None:
+        try:
+            outcome["result"] = main(hub)
+        except BaseException as exc:  # noqa: B902 - handed to the test thread
+            outcome["error"] = exc
+        finally:
+            hub.stop()
+
+    def stop_hung() -> None:
+        outcome.setdefault("hung", True)
+        hub.stop()
+
+    watchdog = threading.Timer(timeout, hub.call_soon_threadsafe, (stop_hung,))
+    watchdog.daemon = True
+    hub.call_soon(hub.spawn, wrapper)
+    watchdog.start()
+    try:
+        hub.run()
+    finally:
+        watchdog.cancel()
+        hub.close()
+    if outcome.get("hung"):
+        pytest.fail(f"the hub did not stop within {timeout} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("result")
+
+
+def green_pair(hub: Hub) -> Tuple[GreenSocket, GreenSocket]:
+    a, b = socket.socketpair()
+    return GreenSocket(a, hub), GreenSocket(b, hub)
+
+
+def tcp_pair(hub: Hub) -> Tuple[GreenSocket, GreenSocket]:
+    """A connected TCP pair over loopback: (client, server side), both green."""
+    listener = GreenSocket(socket.create_server(("127.0.0.1", 0)), hub)
+    try:
+        client = GreenSocket.connect(listener.sock.getsockname(), timeout=5)
+        conn, _ = listener.accept()
+    finally:
+        listener.close()
+    return client, GreenSocket(conn, hub)
+
+
+def read_all(gs: GreenSocket, *, slow_every: int = 0, deadline_s: float = 10.0) -> Tuple[int, str]:
+    """Read to EOF; returns (bytes, sha256). With ``slow_every``, sleep 2 ms every that many
+    reads (a slow peer)."""
+    digest = hashlib.sha256()
+    buf = bytearray(65536)
+    view = memoryview(buf)
+    total = reads = 0
+    deadline = gs.hub.time() + deadline_s
+    while True:
+        n = gs.recv_into(view, 0, deadline)
+        if not n:
+            return total, digest.hexdigest()
+        digest.update(view[:n])
+        total += n
+        reads += 1
+        if slow_every and reads % slow_every == 0:
+            gs.hub.sleep(0.002)
+
+
+def count_waits(hub: Hub, name: str) -> List[int]:
+    """Count calls of hub.<name> (an instance attribute shadows the method)."""
+    counter = [0]
+    original = getattr(hub, name)
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        counter[0] += 1
+        return original(*args, **kwargs)
+
+    setattr(hub, name, counting)
+    return counter
+
+
+# -- receiving ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("make_pair", [green_pair, tcp_pair], ids=["socketpair", "tcp"])
+def test_recv_with_deadline_times_out(make_pair):
+    def main(hub: Hub) -> float:
+        a, b = make_pair(hub)
+        try:
+            start = time.monotonic()
+            with pytest.raises(TimeoutError):
+                a.recv(100, hub.time() + 0.05)
+            elapsed = time.monotonic() - start
+            with pytest.raises(TimeoutError):
+                a.recv_into(bytearray(10), 0, hub.time() + 0.02)
+            # the socket still works after timeouts
+            b.sendall(b"late")
+            assert a.recv(100, hub.time() + 1) == b"late"
+            return elapsed
+        finally:
+            a.close()
+            b.close()
+
+    assert 0.05 <= run_hub(main) < 0.5
+
+
+def test_recv_waits_for_data_from_another_greenlet_and_sees_eof():
+    def writer(hub: Hub, gs: GreenSocket) -> None:
+        hub.sleep(0.03)
+        gs.sendall(b"hello ")
+        hub.sleep(0.01)
+        gs.sendall(b"world")
+        gs.shutdown(socket.SHUT_WR)
+
+    def main(hub: Hub) -> List[bytes]:
+        a, b = green_pair(hub)
+        hub.spawn(writer, hub, b)
+        chunks = []
+        while True:
+            data = a.recv(100, hub.time() + 2)
+            chunks.append(data)
+            if not data:
+                break
+        a.close()
+        b.close()
+        return chunks
+
+    chunks = run_hub(main)
+    assert b"".join(chunks) == b"hello world"
+    assert chunks[-1] == b""
+
+
+def test_recv_into_with_size_and_recv_nowait():
+    def main(hub: Hub) -> None:
+        a, b = green_pair(hub)
+        try:
+            assert a.recv_nowait(10) is None  # nothing there yet
+            b.sendall(b"0123456789")
+            buf = bytearray(10)
+            assert a.recv_into(buf, 4, hub.time() + 1) == 4
+            assert bytes(buf[:4]) == b"0123"
+            assert a.recv_nowait(100) == b"456789"
+            b.shutdown(socket.SHUT_WR)
+            assert a.recv_into(buf, 0, hub.time() + 1) == 0
+            assert a.recv_nowait(10) == b""
+        finally:
+            a.close()
+            b.close()
+
+    run_hub(main)
+
+
+# -- sending ------------------------------------------------------------------------------------
+
+
+def test_sendall_50_mib_to_a_slow_reader_arrives_intact():
+    data = os.urandom(50 << 20)
+    expected = hashlib.sha256(data).hexdigest()
+
+    def writer(gs: GreenSocket) -> None:
+        gs.sendall(data, timeout=10)
+        gs.shutdown(socket.SHUT_WR)
+
+    def main(hub: Hub) -> Tuple[int, str, int]:
+        client, server = tcp_pair(hub)
+        client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+        waits = count_waits(hub, "wait_writable")
+        try:
+            hub.spawn(writer, client)
+            total, digest = read_all(server, slow_every=8)
+        finally:
+            client.close()
+            server.close()
+        return total, digest, waits[0]
+
+    total, digest, waits = run_hub(main)
+    assert total == len(data)
+    assert digest == expected
+    assert waits > 0, "the sender never had to wait: partial sends were not exercised"
+
+
+def test_sendall_over_a_socketpair_with_partial_sends():
+    data = os.urandom(8 << 20)
+
+    def writer(gs: GreenSocket) -> None:
+        gs.sendall(memoryview(data), timeout=10)
+        gs.shutdown(socket.SHUT_WR)
+
+    def main(hub: Hub) -> Tuple[int, str]:
+        a, b = green_pair(hub)
+        try:
+            hub.spawn(writer, a)
+            return read_all(b, slow_every=4)
+        finally:
+            a.close()
+            b.close()
+
+    assert run_hub(main) == (len(data), hashlib.sha256(data).hexdigest())
+
+
+def test_sendall_to_a_peer_that_does_not_read_times_out():
+    def main(hub: Hub) -> None:
+        a, b = green_pair(hub)
+        a.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        try:
+            with pytest.raises(TimeoutError):
+                a.sendall(b"x" * (4 << 20), timeout=0.05)
+        finally:
+            a.close()
+            b.close()
+
+    run_hub(main)
+
+
+def test_sendall_to_a_closed_peer_raises_an_os_error():
+    def main(hub: Hub) -> None:
+        client, server = tcp_pair(hub)
+        server.close()
+        try:
+            with pytest.raises((BrokenPipeError, ConnectionResetError)):
+                for _ in range(100):
+                    client.sendall(b"x" * 65536, timeout=1)
+                    hub.sleep(0.001)
+        finally:
+            client.close()
+
+    run_hub(main)
+
+
+def test_sendall_parts_sends_every_part_in_order():
+    parts = [b"head:", b"", bytearray(os.urandom(3 << 20)), memoryview(os.urandom(5 << 20)),
+             b"", b":tail"]
+    expected = hashlib.sha256(b"".join(bytes(p) for p in parts)).hexdigest()
+    size = sum(len(p) for p in parts)
+
+    def writer(gs: GreenSocket) -> None:
+        gs.sendall_parts(parts, timeout=10)
+        gs.shutdown(socket.SHUT_WR)
+
+    def main(hub: Hub) -> Tuple[int, str, int]:
+        client, server = tcp_pair(hub)
+        client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+        waits = count_waits(hub, "wait_writable")
+        try:
+            hub.spawn(writer, client)
+            total, digest = read_all(server, slow_every=8)
+        finally:
+            client.close()
+            server.close()
+        return total, digest, waits[0]
+
+    total, digest, waits = run_hub(main)
+    assert (total, digest) == (size, expected)
+    assert waits > 0
+
+
+def test_sendall_parts_of_nothing():
+    def main(hub: Hub) -> None:
+        a, b = green_pair(hub)
+        try:
+            a.sendall_parts([])
+            a.sendall_parts([b"", b""])
+            assert b.recv_nowait(10) is None
+        finally:
+            a.close()
+            b.close()
+
+    run_hub(main)
+
+
+def test_sendall_parts_with_more_parts_than_iov_max():
+    # Regression: all parts used to go to one sendmsg call, which fails with EMSGSIZE past
+    # IOV_MAX (1024 on Linux) buffers.
+    parts = [b"%05d," % i for i in range(2000)]
+
+    def main(hub: Hub) -> bytes:
+        a, b = green_pair(hub)
+        try:
+            a.sendall_parts(parts, timeout=5)
+            a.shutdown(socket.SHUT_WR)
+            received = []
+            while True:
+                data = b.recv(65536, hub.time() + 5)
+                if not data:
+                    return b"".join(received)
+                received.append(data)
+        finally:
+            a.close()
+            b.close()
+
+    assert run_hub(main) == b"".join(parts)
+
+
+# -- sendfile -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def payload_file(tmp_path):
+    content = os.urandom((3 << 20) + 12345)
+    path = tmp_path / "payload.bin"
+    path.write_bytes(content)
+    return path, content
+
+
+def _sendfile_and_read(file: Any, offset: int, count: int) -> Tuple[int, bytes]:
+    result: dict = {}
+
+    def sender(gs: GreenSocket) -> None:
+        result["sent"] = gs.sendfile(file, offset, count, timeout=10)
+        gs.shutdown(socket.SHUT_WR)
+
+    def main(hub: Hub) -> None:
+        client, server = tcp_pair(hub)
+        client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
+        try:
+            hub.spawn(sender, client)
+            received = bytearray()
+            reads = 0
+            while True:
+                data = server.recv(65536, hub.time() + 10)
+                if not data:
+                    break
+                received += data
+                reads += 1
+                if reads % 8 == 0:  # a slow reader: the sender must wait now and then
+                    hub.sleep(0.001)
+            result["received"] = bytes(received)
+        finally:
+            client.close()
+            server.close()
+
+    run_hub(main)
+    return result["sent"], result["received"]
+
+
+def test_sendfile_with_offset_and_count(payload_file):
+    path, content = payload_file
+    offset, count = 4097, (2 << 20) + 7
+    with open(path, "rb") as f:
+        sent, received = _sendfile_and_read(f, offset, count)
+    assert sent == count
+    assert received == content[offset:offset + count]
+
+
+def test_sendfile_past_the_end_sends_what_there_is(payload_file):
+    path, content = payload_file
+    offset = len(content) - 1000
+    with open(path, "rb") as f:
+        sent, received = _sendfile_and_read(f, offset, 50000)
+    assert sent == 1000
+    assert received == content[offset:]
+
+
+def test_sendfile_falls_back_for_bytesio(payload_file):
+    _, content = payload_file
+    offset, count = 100, (1 << 20) + 3
+    sent, received = _sendfile_and_read(io.BytesIO(content), offset, count)
+    assert sent == count
+    assert received == content[offset:offset + count]
+
+
+def test_sendfile_falls_back_for_an_object_without_fileno(payload_file):
+    _, content = payload_file
+
+    class Reader:
+        """Only read and seek: no fileno attribute at all."""
+
+        def __init__(self, data: bytes) -> None:
+            self._io = io.BytesIO(data)
+
+        def read(self, n: int = -1) -> bytes:
+            return self._io.read(n)
+
+        def seek(self, pos: int, whence: int = 0) -> int:
+            return self._io.seek(pos, whence)
+
+    offset, count = 7, 300000
+    sent, received = _sendfile_and_read(Reader(content), offset, count)
+    assert sent == count
+    assert received == content[offset:offset + count]
+
+
+# -- connect, accept, close ---------------------------------------------------------------------
+
+
+def test_connect_to_a_listening_port_and_accept():
+    def main(hub: Hub) -> None:
+        listener = GreenSocket(socket.create_server(("127.0.0.1", 0)), hub)
+        accepted: List[Any] = []
+
+        def acceptor() -> None:
+            accepted.append(listener.accept())
+
+        hub.spawn(acceptor)
+        hub.sleep(0.02)
+        assert accepted == []  # waiting in accept
+        client = GreenSocket.connect(listener.sock.getsockname(), timeout=5)
+        hub.sleep(0.02)
+        assert len(accepted) == 1
+        sock, peer = accepted[0]
+        server = GreenSocket(sock, hub)
+        try:
+            assert peer == client.sock.getsockname()
+            client.sendall(b"ping")
+            assert server.recv(10, hub.time() + 1) == b"ping"
+            server.sendall(b"pong")
+            assert client.recv(10, hub.time() + 1) == b"pong"
+        finally:
+            client.close()
+            server.close()
+            listener.close()
+
+    run_hub(main)
+
+
+def test_connect_to_a_closed_port_is_refused():
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    address = probe.getsockname()
+    probe.close()  # nobody listens there now
+
+    def main(hub: Hub) -> None:
+        with pytest.raises(ConnectionRefusedError):
+            GreenSocket.connect(address, timeout=5)
+        assert hub.fd_count() == 0  # the failed socket was forgotten
+
+    run_hub(main)
+
+
+def test_connect_timeout():
+    # A listener whose accept queue is full: Linux drops further SYNs, so connect hangs.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    address = listener.getsockname()
+    fillers = []
+    try:
+        for _ in range(3):
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(address)
+            fillers.append(filler)
+        time.sleep(0.05)
+
+        def main(hub: Hub) -> float:
+            start = time.monotonic()
+            with pytest.raises(TimeoutError):
+                GreenSocket.connect(address, timeout=0.1)
+            assert hub.fd_count() == 0
+            return time.monotonic() - start
+
+        assert 0.1 <= run_hub(main) < 1.0
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
+
+
+def test_close_wakes_a_reader_with_closed_resource_error():
+    def main(hub: Hub) -> List[Any]:
+        a, b = green_pair(hub)
+        errors: List[Any] = []
+
+        def reader() -> None:
+            try:
+                a.recv(10)
+            except ClosedResourceError as exc:
+                errors.append(exc)
+
+        glet = hub.spawn(reader)
+        hub.sleep(0.01)
+        a.close()
+        hub.sleep(0.01)
+        assert glet.dead
+        a.close()  # twice is harmless
+        b.close()
+        return errors
+
+    errors = run_hub(main)
+    assert len(errors) == 1
+
+
+def test_close_wakes_an_acceptor():
+    def main(hub: Hub) -> List[Any]:
+        listener = GreenSocket(socket.create_server(("127.0.0.1", 0)), hub)
+        errors: List[Any] = []
+
+        def acceptor() -> None:
+            try:
+                listener.accept()
+            except ClosedResourceError as exc:
+                errors.append(exc)
+
+        hub.spawn(acceptor)
+        hub.sleep(0.01)
+        listener.close()
+        hub.sleep(0.01)
+        return errors
+
+    assert len(run_hub(main)) == 1
+
+
+def test_close_wakes_a_blocked_writer():
+    def main(hub: Hub) -> List[Any]:
+        a, b = green_pair(hub)
+        a.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        errors: List[Any] = []
+
+        def writer() -> None:
+            try:
+                a.sendall(b"x" * (4 << 20))
+            except ClosedResourceError as exc:
+                errors.append(exc)
+
+        hub.spawn(writer)
+        hub.sleep(0.02)
+        a.close()
+        hub.sleep(0.01)
+        b.close()
+        return errors
+
+    assert len(run_hub(main)) == 1
+
+
+def test_a_green_socket_needs_a_hub():
+    a, b = socket.socketpair()
+    try:
+        with pytest.raises(RuntimeError):
+            GreenSocket(a)
+    finally:
+        a.close()
+        b.close()
