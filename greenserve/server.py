@@ -258,10 +258,12 @@ class Server:
     # -- accepting ----------------------------------------------------------------------------
 
     def _listener_environ(self, listener: Listener) -> Dict[str, Any]:
-        return base_environ(
+        env = base_environ(
             listener.server_name, listener.server_port, url_scheme=self.config.url_scheme,
             script_name=self.config.root_path.rstrip("/"), multiprocess=False, software=SOFTWARE,
         )
+        env["greenserve.statistics"] = self.statistics  # for /stats pages and health checks
+        return env
 
     def _watch_listener(self, listener: Listener) -> None:
         if self.draining or listener.gsock is None or listener.gsock.fd < 0:
