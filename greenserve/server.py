@@ -263,6 +263,7 @@ class Server:
             script_name=self.config.root_path.rstrip("/"), multiprocess=False, software=SOFTWARE,
         )
         env["greenserve.statistics"] = self.statistics  # for /stats pages and health checks
+        env["greenserve.sleep"] = self.hub.sleep  # a cooperative sleep(seconds) for pure WSGI apps
         return env
 
     def _watch_listener(self, listener: Listener) -> None:
