@@ -190,8 +190,7 @@ class Connection:
                 if result is not None and hasattr(result, "close"):
                     self._close_result(result)
         except BaseException as exc:  # noqa: B902 - every outcome is decided in _fail
-            self._fail(exc, response)
-            server.request_finished(self, request, response.status if response.headers_sent else 0)
+            server.request_finished(self, request, self._fail(exc, response))
             if isinstance(exc, Cancelled):
                 raise
             return False
@@ -363,8 +362,9 @@ class Connection:
 
     # -- failures -----------------------------------------------------------------------------
 
-    def _fail(self, exc: BaseException, response: Response) -> None:
-        """Map an exception from a request to what the client gets. The connection is closed."""
+    def _fail(self, exc: BaseException, response: Response) -> int:
+        """Map an exception from a request to what the client gets; the connection is closed.
+        Returns the status sent: the error's, the app's if its head went out, or 0."""
         status: Optional[int] = None
         if isinstance(exc, ClientError):
             status = self.client_error or None  # a 4xx to answer, or nothing (client gone)
@@ -381,9 +381,9 @@ class Connection:
             if response.headers_sent and not isinstance(exc, ClientError):
                 log.error("response aborted after its head was sent")
             self.close()
-            return
-        response.status = status
+            return 0
         self._send_error(status, wait=not isinstance(exc, Cancelled))
+        return status
 
     def _reject(self, exc: RemoteProtocolError) -> None:
         """Answer a protocol error in the request head, then close."""

@@ -207,9 +207,31 @@ class FileWrapper:
         raise StopIteration
 
 
+_encoded: Dict[Tuple[Tuple[str, str], ...], List[Tuple[bytes, bytes]]] = {}
+_MAX_ENCODED = 512
+
+
 def _header_bytes(headers: Any) -> List[Tuple[bytes, bytes]]:
+    """Check the app's header list (PEP 3333: a list of (str, str) tuples, latin-1) and encode
+    it. Apps repeat the same few header sets, so encodings are cached per set."""
     if type(headers) is not list:
         raise LocalProtocolError("response headers must be a list", 500)
+    try:
+        key = tuple(headers)
+        cached = _encoded.get(key)
+    except TypeError:  # an unhashable item: not a (str, str) tuple; _encode says which
+        key, cached = (), None
+    if cached is not None:
+        return cached
+    out = _encode(headers)
+    if key:
+        if len(_encoded) >= _MAX_ENCODED:
+            _encoded.clear()
+        _encoded[key] = out
+    return out
+
+
+def _encode(headers: List[Any]) -> List[Tuple[bytes, bytes]]:
     out = []
     for item in headers:
         if type(item) is not tuple or len(item) != 2:

@@ -90,14 +90,16 @@ def parse_request_line(line: bytes, limits: Limits) -> tuple[bytes, bytes, bytes
 class HeadReader:
     """Finds and parses one request head at the front of the buffer."""
 
-    __slots__ = ("limits", "_scanned", "_skipped")
+    __slots__ = ("limits", "method", "_scanned", "_skipped")
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
+        self.method = b""  # of the last valid request-line, even if its head failed later
         self._scanned = 0
         self._skipped = 0  # empty lines skipped before this request-line
 
     def reset(self) -> None:
+        self.method = b""
         self._scanned = 0
         self._skipped = 0
 
@@ -120,6 +122,7 @@ class HeadReader:
         if len(lines[0]) > limits.max_request_line:
             raise RemoteProtocolError("request line too long", 414)
         method, target, version = parse_request_line(lines[0], limits)
+        self.method = method
         if end - len(lines[0]) > limits.max_header_bytes:
             raise RemoteProtocolError("request header fields too large", 431)
         return Request(method, target, version, parse_fields(lines[1:], limits.max_header_count))

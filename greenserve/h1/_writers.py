@@ -113,6 +113,8 @@ def build_head(
         parts.append(b"Content-Length: %d\r\n" % length)
     elif mode == CHUNKED:
         parts.append(b"Transfer-Encoding: chunked\r\n")
+    if app.has_date or app.has_server:
+        default_lines = _without_app_fields(default_lines, app)
     parts.append(default_lines)
     if not keep_alive:
         parts.append(b"Connection: close\r\n")
@@ -120,6 +122,17 @@ def build_head(
         parts.append(b"Connection: keep-alive\r\n")
     parts.append(b"\r\n")
     return b"".join(parts)
+
+
+def _without_app_fields(default_lines: bytes, app: AppHead) -> bytes:
+    """Drop the server's Date / Server lines the app set itself (RFC 9110 5.3: neither is a
+    list field, so it must not appear twice)."""
+    kept = []
+    for line in default_lines.split(b"\r\n"):
+        name = line.partition(b":")[0].lower()
+        if line and not (app.has_date and name == b"date" or app.has_server and name == b"server"):
+            kept.append(line + b"\r\n")
+    return b"".join(kept)
 
 
 def _drop_content_length(lines: bytes) -> bytes:

@@ -33,11 +33,15 @@ class RequestState(enum.Enum):
     CLOSED = "closed"  # client closed cleanly between requests
     ERROR = "error"  # protocol error: nothing more is parsed
 
+    __hash__ = object.__hash__  # identity hash in C: the step tables are looked up per request
+
 
 class ResponseState(enum.Enum):
     IDLE = "idle"
     BODY = "body"  # head sent
     DONE = "done"
+
+    __hash__ = object.__hash__
 
 
 _REQUEST_STEPS = {
@@ -192,7 +196,9 @@ class H1Connection:
         app = _writers.check_app_headers(app_headers)
         request = self.request
         peer_http11 = request is None or request.http_version == b"1.1"
-        head_request = request is not None and request.method == b"HEAD"
+        # The method is known even when the head failed after a valid request-line: an error
+        # answer to HEAD carries no body either (RFC 9110 9.3.2).
+        head_request = (request.method if request is not None else self._head.method) == b"HEAD"
         mode, length = _writers.plan_framing(
             status, head_request, peer_http11, app.content_length, length_hint
         )
