@@ -175,9 +175,20 @@ class Hub:
                 self._drain_wakeup()
                 continue
             if mask & EVENT_READ:
-                self._dispatch(key.fd, entry, "reader")
+                who = entry.reader
+                if who is None:
+                    # Nobody waits any more: drop the interest now (lazy interest, second half).
+                    self._set_mask(key.fd, entry, entry.mask & ~EVENT_READ)
+                else:
+                    entry.reader = None
+                    self._resume(who)
             if mask & EVENT_WRITE:
-                self._dispatch(key.fd, entry, "writer")
+                who = entry.writer
+                if who is None:
+                    self._set_mask(key.fd, entry, entry.mask & ~EVENT_WRITE)
+                else:
+                    entry.writer = None
+                    self._resume(who)
         if self._timers:
             self._run_timers()
         while self._threadsafe:
@@ -186,13 +197,7 @@ class Hub:
             fn, args = self._ready.popleft()
             self._call(fn, args)
 
-    def _dispatch(self, fd: int, entry: _FdEntry, side: str) -> None:
-        who = getattr(entry, side)
-        if who is None:
-            # Nobody waits any more: drop the interest now (the lazy half of lazy interest).
-            self._set_mask(fd, entry, entry.mask & ~(EVENT_READ if side == "reader" else EVENT_WRITE))
-            return
-        setattr(entry, side, None)
+    def _resume(self, who: Any) -> None:
         if type(who) is _Waiter:
             who.wake(Wake.READY)
         else:
