@@ -25,7 +25,8 @@ Endpoints (any method; numbers are plain decimal digits):
                       body (UTF-8, invalid bytes replaced) and body_length.
 ``/upload``           reads the body in 64 KiB pieces and answers JSON
                       ``{"bytes": n, "sha256": "<hex>"}``.
-``/cpu/<ms>``         burns CPU in a busy loop for ``ms`` milliseconds (0..10000).
+``/cpu/<ms>``         burns CPU in a busy loop for ``ms`` milliseconds (0..10000); on a
+                      single-threaded server this holds up every other request meanwhile.
 ``/stats``            JSON of ``greenserve.statistics()`` plus ``"available": true``, or
                       ``{"available": false}`` when the server offers no statistics.
 
@@ -66,6 +67,13 @@ class NotFound(Exception):
     """No such endpoint: answered 404 with the message."""
 
 
+def reason(code: int) -> str:
+    try:
+        return HTTPStatus(code).phrase
+    except ValueError:
+        return "Unknown"
+
+
 def parse_int(name: str, text: str, low: int, high: int) -> int:
     """Return ``text`` as an integer in [low, high]. Raises BadRequest saying what is wrong."""
     if not _INTEGER.fullmatch(text):
@@ -96,7 +104,7 @@ def body_pieces(environ: Environ) -> Iterator[bytes]:
     if environ.get("wsgi.input_terminated"):
         left = -1
     else:
-        length = environ.get("CONTENT_LENGTH") or "0"
+        length = environ.get("CONTENT_LENGTH", "")
         left = int(length) if length.isdigit() else 0
     while left:
         piece = stream.read(PIECE if left < 0 else min(PIECE, left))
@@ -225,13 +233,6 @@ ROUTES: Dict[str, Tuple[Handler, Tuple[str, ...]]] = {
     "cpu": (cpu, ("ms",)),
     "stats": (stats, ()),
 }
-
-
-def reason(code: int) -> str:
-    try:
-        return HTTPStatus(code).phrase
-    except ValueError:
-        return "Unknown"
 
 
 def route(environ: Environ) -> Response:
