@@ -42,10 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"greenserve {__version__}")
     for f in dataclasses.fields(Config):
         meta = f.metadata
+        text = f"{meta['help']} (default: {_show_default(f.default)}; env {env_name(f.name)})"
+        if f.type == "bool":
+            parser.add_argument(flag_name(f.name), dest=f.name, action="store_const",
+                                const="true", default=None, help=text)
+            continue
         parser.add_argument(
             flag_name(f.name), dest=f.name, metavar=meta["metavar"], default=None,
-            action="append" if meta["repeat"] else "store",
-            help=f"{meta['help']} (default: {_show_default(f.default)}; env {env_name(f.name)})",
+            action="append" if meta["repeat"] else "store", help=text,
         )
     return parser
 

@@ -142,6 +142,18 @@ class Config:
     graceful_timeout: float = option(
         30.0, "seconds in-flight requests get to finish on stop (SIGTERM, Ctrl-C)",
         parse=parse_seconds, check=_not_negative, metavar="SECONDS")
+    request_timeout: float = option(
+        0.0, "seconds an app may take for one request before it is cancelled (503/504 if no "
+        "response was started, else the connection is closed); 0 means no limit",
+        parse=parse_seconds, check=_not_negative, metavar="SECONDS")
+    block_threshold: float = option(
+        0.1, "log the stack of code that keeps the event loop from turning for longer than "
+        "this many seconds; 0 turns the watchdog off", parse=parse_seconds,
+        check=_not_negative, metavar="SECONDS")
+    patch: bool = option(
+        False, "make the standard library's blocking calls (socket, ssl, time.sleep, select, "
+        "threading.local) cooperative, before the app is imported", parse=parse_bool,
+        metavar="")
     log_level: str = option("info", "error log level: " + ", ".join(LOG_LEVELS),
                             check=_log_level, metavar="LEVEL")
     access_log: str = option(
@@ -210,8 +222,9 @@ def option_table() -> str:
     rows = ["| flag | environment | default | meaning |", "|---|---|---|---|"]
     for f in dataclasses.fields(Config):
         default = ",".join(f.default) if isinstance(f.default, tuple) else f.default
+        flag = f"{flag_name(f.name)} {f.metadata['metavar']}".strip()
         rows.append(
-            f"| `{flag_name(f.name)} {f.metadata['metavar']}` | `{env_name(f.name)}` | "
+            f"| `{flag}` | `{env_name(f.name)}` | "
             f"`{default!s}` | {f.metadata['help']} |"
         )
     return "\n".join(rows)

@@ -35,6 +35,7 @@ log = logging.getLogger("greenserve.error")
 
 EVENT_READ = selectors.EVENT_READ
 EVENT_WRITE = selectors.EVENT_WRITE
+_PARK_TIMEOUT = object()
 
 _local = threading.local()
 MAX_IDLE_WORKERS = 256
@@ -49,7 +50,8 @@ class Wake(enum.Enum):
 
 
 class _Waiter:
-    """One suspended greenlet. ``wake`` resumes it at most once."""
+    """One suspended greenlet. ``wake`` resumes it at most once, with a value (a ``Wake``
+    token for the hub's own waits, anything for ``park``)."""
 
     __slots__ = ("glet", "waiting")
 
@@ -57,10 +59,13 @@ class _Waiter:
         self.glet = glet
         self.waiting = True
 
-    def wake(self, token: Wake) -> None:
+    def wake(self, value: Any) -> None:
         if self.waiting:
             self.waiting = False
-            self.glet.switch(token)
+            self.glet.switch(value)
+
+
+Parking = _Waiter  # the public name of a waiter made by ``Hub.parking()``
 
 
 class _FdEntry:
@@ -308,9 +313,8 @@ class Hub:
             fn, args = self._loop.switch()
 
     def _new_greenlet(self, fn: Callable[..., Any]) -> Task:
-        if self._loop is None:
-            raise RuntimeError("the hub is not running")
-        glet = Task(fn, self._task_main, self._loop)
+        # Before run(), the parent is the current greenlet: the one that will call run().
+        glet = Task(fn, self._task_main, self._loop or getcurrent())
         glet.gr_context = contextvars.copy_context()
         return glet
 
@@ -366,6 +370,46 @@ class Hub:
             raise RuntimeError("cannot wait in the hub itself or outside a running hub")
         result: Wake = loop.switch()
         return result
+
+    # -- parking: the primitive that Event, Queue, locks and thread hand-offs are built on ---
+
+    def parking(self) -> Parking:
+        """Make a parking spot for the current greenlet; publish it to whoever will
+        ``unpark`` it, then ``park`` on it (or ``cancel_parking`` it). Wake-ups are delivered
+        on the hub's turn, so one published before ``park`` is called is not lost."""
+        return _Waiter(getcurrent())
+
+    def park(self, spot: Parking, deadline: Optional[float] = None) -> Any:
+        """Suspend the current greenlet until ``unpark(spot, value)``; returns that value.
+        May switch. Raises TimeoutError at ``deadline`` (monotonic)."""
+        if not spot.waiting or spot.glet is not getcurrent():
+            raise RuntimeError("park() needs a fresh spot made by this greenlet")
+        timer = None if deadline is None else self.call_at(deadline, spot.wake, _PARK_TIMEOUT)
+        try:
+            value = self._suspend()
+        finally:
+            spot.waiting = False
+            if timer is not None:
+                self.cancel_timer(timer)
+        if value is _PARK_TIMEOUT:
+            raise TimeoutError("timed out")
+        return value
+
+    def cancel_parking(self, spot: Parking) -> None:
+        """Give up a spot without parking on it: later ``unpark`` calls do nothing."""
+        spot.waiting = False
+
+    def unpark(self, spot: Parking, value: Any = None) -> None:
+        """Wake the greenlet parked on ``spot`` with ``value`` on the hub's next turn. A spot
+        is woken at most once; later calls do nothing. Hub thread only (from another thread,
+        go through ``call_soon_threadsafe(hub.unpark, spot, value)``)."""
+        self._ready.append((spot.wake, (value,)))
+
+    def throw_into(self, glet: greenlet, exc: BaseException) -> None:
+        """From hub context (a timer or callback): raise ``exc`` in ``glet`` now, at the point
+        where it waits. Does nothing to a greenlet that is dead or has not started."""
+        if glet and not glet.dead:
+            glet.throw(exc)
 
     def yield_now(self) -> None:
         """Let every other ready greenlet run, then continue. May switch."""

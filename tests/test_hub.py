@@ -95,13 +95,42 @@ def test_spawn_passes_arguments_and_returns_a_handle():
     assert seen == [(1, "two")]
 
 
-def test_spawn_outside_a_running_hub_raises():
+def test_spawn_before_run_starts_when_the_hub_runs():
     hub = Hub()
+    ran = []
     try:
-        with pytest.raises(RuntimeError):
-            hub.spawn(lambda: None)
+        hub.spawn(ran.append, "early")
+        assert ran == []  # nothing runs until the hub does
+        hub.spawn(hub.stop)
+        hub.run()
+        assert ran == ["early"]
     finally:
         hub.close()
+
+
+def test_park_and_unpark_hand_over_a_value_once():
+    hub = Hub()
+    got = []
+
+    def parker():
+        spot = hub.parking()
+        hub.spawn(unparker, spot)
+        got.append(hub.park(spot))
+        late = hub.parking()
+        with pytest.raises(TimeoutError):
+            hub.park(late, hub.time() + 0.05)
+        hub.stop()
+
+    def unparker(spot):
+        hub.unpark(spot, 42)
+        hub.unpark(spot, 43)  # a spot is woken once; this one is dropped
+
+    try:
+        hub.spawn(parker)
+        hub.run()
+    finally:
+        hub.close()
+    assert got == [42]
 
 
 def test_sleepers_wake_in_delay_order_and_sleep_at_least_their_delay():
