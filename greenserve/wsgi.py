@@ -77,26 +77,31 @@ def request_environ(
     if remote is not None:
         env["REMOTE_ADDR"], env["REMOTE_PORT"] = remote
     target = request.target
+    authority = None
     if target[:1] != b"/" and target != b"*" and request.method != b"CONNECT":
-        # absolute-form (RFC 9112 3.2.2): the path is what follows the authority.
-        rest = target.split(b"://", 1)[1]
-        slash = [i for i in (rest.find(b"/"), rest.find(b"?")) if i >= 0]
-        target = rest[min(slash):] if slash else b"/"
-        if target[:1] == b"?":
-            target = b"/" + target
+        authority, target = _split_absolute_form(target)
     path, _, query = target.partition(b"?")
-    path_info = (unquote_to_bytes(path) if b"%" in path else path).decode("latin-1")
     script_name = env["SCRIPT_NAME"]
-    if script_name and (path_info == script_name or path_info.startswith(script_name + "/")):
-        path_info = path_info[len(script_name):]
+    if script_name:
+        # Match the mount point on the raw path, so that an encoded "/" (%2F) never ends it.
+        root = script_name.encode("latin-1")
+        if path == root or path.startswith(root + b"/"):
+            path = path[len(root):]
+    path_info = (unquote_to_bytes(path) if b"%" in path else path).decode("latin-1")
     env["REQUEST_METHOD"] = request.method.decode("latin-1")
     env["PATH_INFO"] = path_info
     env["QUERY_STRING"] = query.decode("latin-1")
     env["RAW_URI"] = env["REQUEST_URI"] = request.target.decode("latin-1")
     env["SERVER_PROTOCOL"] = "HTTP/" + request.http_version.decode("latin-1")
     env["wsgi.input"] = wsgi_input
+    if authority is not None:
+        # RFC 9112 3.2.2: with an absolute-form target, the server MUST ignore Host and use
+        # the target's authority.
+        env["HTTP_HOST"] = authority.decode("latin-1")
     for name, value in request.headers:
         key = _environ_key(name)
+        if key == "HTTP_HOST" and authority is not None:
+            continue
         if key is None:
             continue
         text = value.decode("latin-1")
@@ -106,6 +111,15 @@ def request_environ(
             text = env[key] + ("; " if key == "HTTP_COOKIE" else ", ") + text
         env[key] = text
     return env
+
+
+def _split_absolute_form(target: bytes) -> Tuple[bytes, bytes]:
+    """Split an absolute-form target (RFC 9112 3.2.2) into (authority, origin-form)."""
+    rest = target.split(b"://", 1)[1]
+    ends = [i for i in (rest.find(b"/"), rest.find(b"?")) if i >= 0]
+    end = min(ends) if ends else len(rest)
+    path = rest[end:] or b"/"
+    return rest[:end], (b"/" + path if path[:1] == b"?" else path)
 
 
 class Input:

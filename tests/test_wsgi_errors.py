@@ -1,0 +1,270 @@
+"""Apps that break PEP 3333 (or HTTP) on purpose: each gets a 500 if its head was not sent yet,
+never a split or half-valid response, the error is logged on "greenserve.error", and the server
+goes on serving the next connection.
+
+These apps break the rules on purpose, so they run with validate=False.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from conftest import Reader, connect, request
+
+TEXT = [("Content-Type", "text/plain")]
+GET = b"GET /bad HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def with_ok_route(bad_app):
+    """``bad_app`` for every path but /ok, which gets a correct 200 'fine'."""
+
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/ok":
+            start_response("200 OK", list(TEXT))
+            return [b"fine"]
+        return bad_app(environ, start_response)
+
+    return app
+
+
+def raw_exchange(server, raw=GET):
+    """Send ``raw`` on a new connection; return everything received until the server closes."""
+    with connect(server, timeout=5) as sock:
+        sock.sendall(raw)
+        reader = Reader(sock)
+        assert reader.at_eof(timeout=5), "the server did not close the connection"
+        return reader.buf
+
+
+def parse(raw):
+    reader = Reader(None)
+    reader.buf = raw
+    reader._fill = lambda: False  # everything is already in the buffer
+    return reader.read_response()
+
+
+def app_starting(status, headers, body=(b"body",)):
+    def app(environ, start_response):
+        start_response(status, headers)
+        return list(body)
+
+    return app
+
+
+def status_not_str(environ, start_response):
+    start_response(b"200 OK", list(TEXT))
+    return [b"body"]
+
+
+def twice_without_exc_info(environ, start_response):
+    start_response("200 OK", list(TEXT))
+    start_response("201 Created", list(TEXT))
+    return [b"body"]
+
+
+def never_starts(environ, start_response):
+    return [b"body"]
+
+
+def never_starts_empty(environ, start_response):
+    return []
+
+
+def returns_none(environ, start_response):
+    start_response("200 OK", list(TEXT))
+    return None
+
+
+def yields_str(environ, start_response):
+    start_response("200 OK", list(TEXT))
+    return ["text, not bytes"]
+
+
+def generator_yields_str(environ, start_response):
+    start_response("200 OK", list(TEXT))
+
+    def body():
+        yield b""
+        yield "text, not bytes"
+
+    return body()
+
+
+def write_str(environ, start_response):
+    write = start_response("200 OK", list(TEXT))
+    write("text, not bytes")
+    return []
+
+
+def raises(environ, start_response):
+    raise ZeroDivisionError("the app failed")
+
+
+def raises_after_start_response(environ, start_response):
+    start_response("200 OK", list(TEXT))
+    raise KeyError("the app failed late")
+
+
+def raises_in_iteration(environ, start_response):
+    start_response("200 OK", list(TEXT))
+
+    def body():
+        raise LookupError("the body failed")
+        yield b"never"
+
+    return body()
+
+
+def body_before_start_response(environ, start_response):
+    # A lazy body whose first chunk comes before any start_response call.
+    return iter([b"body"])
+
+
+BAD_APPS = {
+    "status-bytes": status_not_str,
+    "status-no-reason-space": app_starting("200", list(TEXT)),
+    "status-no-space": app_starting("200OK", list(TEXT)),
+    "status-crlf": app_starting("200 OK\r\nX-Injected: yes", list(TEXT)),
+    "status-lf": app_starting("200 OK\nX-Injected: yes", list(TEXT)),
+    "status-non-latin1": app_starting("200 \u2713", list(TEXT)),
+    "status-code-not-3-digits": app_starting("20 OK", list(TEXT)),
+    "header-value-crlf": app_starting(
+        "200 OK", TEXT + [("X-Evil", "a\r\nX-Injected: yes\r\n\r\nsmuggled")]),
+    "header-value-lf": app_starting("200 OK", TEXT + [("X-Evil", "a\nX-Injected: yes")]),
+    "header-value-cr": app_starting("200 OK", TEXT + [("X-Evil", "a\rX-Injected: yes")]),
+    "header-value-nul": app_starting("200 OK", TEXT + [("X-Evil", "a\x00b")]),
+    "header-name-space": app_starting("200 OK", TEXT + [("X Injected", "yes")]),
+    "header-name-colon": app_starting("200 OK", TEXT + [("X-Injected: yes\r\nX-A", "b")]),
+    "header-name-empty": app_starting("200 OK", TEXT + [("", "yes")]),
+    "header-value-int": app_starting("200 OK", TEXT + [("Content-Length", 4)]),
+    "header-value-bytes": app_starting("200 OK", TEXT + [("X-Injected", b"yes")]),
+    "header-name-bytes": app_starting("200 OK", TEXT + [(b"X-Injected", "yes")]),
+    "header-not-a-pair": app_starting("200 OK", TEXT + [("X-Injected", "yes", "3")]),
+    "headers-not-a-list": app_starting("200 OK", tuple(TEXT + [("X-Injected", "yes")])),
+    "hop-by-hop-connection": app_starting("200 OK", TEXT + [("Connection", "close")]),
+    "hop-by-hop-transfer-encoding": app_starting(
+        "200 OK", TEXT + [("Transfer-Encoding", "chunked")]),
+    "hop-by-hop-upgrade": app_starting("200 OK", TEXT + [("Upgrade", "websocket")]),
+    "hop-by-hop-keep-alive": app_starting("200 OK", TEXT + [("Keep-Alive", "timeout=5")]),
+    "header-value-not-latin1": app_starting("200 OK", TEXT + [("X-Injected", "\u2603")]),
+    "yields-str": yields_str,
+    "generator-yields-str": generator_yields_str,
+    "write-str": write_str,
+    "start-response-twice": twice_without_exc_info,
+    "start-response-never-called": never_starts,
+    "start-response-never-called-empty-body": never_starts_empty,
+    "returns-none": returns_none,
+    "raises": raises,
+    "raises-after-start-response": raises_after_start_response,
+    "raises-in-iteration": raises_in_iteration,
+    "body-before-start-response": body_before_start_response,
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_APPS))
+def test_bad_app_gets_500_and_the_server_goes_on(serve, caplog, name):
+    caplog.set_level(logging.ERROR, logger="greenserve.error")
+    server = serve(with_ok_route(BAD_APPS[name]), validate=False)
+    raw = raw_exchange(server)
+    resp = parse(raw)
+    assert resp.status == 500, raw
+    assert resp.reason == "Internal Server Error"
+    assert resp.header("connection") == "close"
+    # Nothing the app meant to send leaks into the response.
+    assert b"Injected" not in raw and b"injected" not in raw
+    assert b"smuggled" not in raw
+    assert b"body" not in raw and b"text, not bytes" not in raw
+    assert raw.count(b"HTTP/1.1 ") == 1
+    errors = [r for r in caplog.records if r.name == "greenserve.error" and r.levelno >= logging.ERROR]
+    assert errors, "the failure was not logged on greenserve.error"
+    # The next connection is served normally.
+    ok = request(server, b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert (ok.status, ok.body) == (200, b"fine")
+
+
+def test_app_exception_is_logged_with_its_traceback(serve, caplog):
+    caplog.set_level(logging.ERROR, logger="greenserve.error")
+    server = serve(with_ok_route(raises), validate=False)
+    assert parse(raw_exchange(server)).status == 500
+    records = [r for r in caplog.records if r.name == "greenserve.error" and r.exc_info]
+    assert len(records) == 1
+    exc_type, exc, _ = records[0].exc_info
+    assert exc_type is ZeroDivisionError
+    assert str(exc) == "the app failed"
+
+
+def test_failure_after_the_head_aborts_the_connection(serve, caplog):
+    caplog.set_level(logging.ERROR, logger="greenserve.error")
+
+    def app(environ, start_response):
+        start_response("200 OK", list(TEXT))
+
+        def body():
+            yield b"partial"
+            raise RuntimeError("failed mid-body")
+
+        return body()
+
+    server = serve(with_ok_route(app), validate=False)
+    raw = raw_exchange(server)
+    assert raw.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"partial" in raw
+    assert b"500" not in raw  # no second response after the first head
+    assert not raw.endswith(b"0\r\n\r\n")  # the chunked body is not ended: the client knows
+    messages = [r.getMessage() for r in caplog.records if r.name == "greenserve.error"]
+    assert any("aborted" in m for m in messages), messages
+    assert any(r.exc_info and r.exc_info[0] is RuntimeError for r in caplog.records)
+    assert request(server, b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n").body == b"fine"
+
+
+def test_str_yielded_after_the_head_aborts(serve, caplog):
+    caplog.set_level(logging.ERROR, logger="greenserve.error")
+
+    def app(environ, start_response):
+        start_response("200 OK", list(TEXT))
+        return iter([b"bytes first", "then text"])
+
+    server = serve(with_ok_route(app), validate=False)
+    raw = raw_exchange(server)
+    assert raw.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"bytes first" in raw and b"then text" not in raw
+    assert not raw.endswith(b"0\r\n\r\n")
+    assert any(r.name == "greenserve.error" for r in caplog.records)
+
+
+def test_content_length_shorter_than_the_body_is_not_exceeded(serve, caplog):
+    """An app that promises 4 bytes and sends 10: the client gets a well-framed 4-byte body and
+    the connection is not reused (the surplus would be read as a next response)."""
+    caplog.set_level(logging.ERROR, logger="greenserve.error")
+
+    def app(environ, start_response):
+        start_response("200 OK", TEXT + [("Content-Length", "4")])
+        return iter([b"0123456789"])
+
+    server = serve(with_ok_route(app), validate=False)
+    with connect(server, timeout=5) as sock:
+        sock.sendall(GET + b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n")
+        reader = Reader(sock)
+        resp = reader.read_response()
+        assert resp.body == b"0123"
+        assert reader.at_eof()
+        assert reader.buf == b""  # neither the surplus nor a second response
+    assert any(r.name == "greenserve.error" for r in caplog.records)
+
+
+def test_content_length_longer_than_the_body_aborts(serve, caplog):
+    caplog.set_level(logging.ERROR, logger="greenserve.error")
+
+    def app(environ, start_response):
+        start_response("200 OK", TEXT + [("Content-Length", "100")])
+        return iter([b"only this"])
+
+    server = serve(with_ok_route(app), validate=False)
+    raw = raw_exchange(server)
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK")
+    assert body == b"only this"  # the client sees a short body, then EOF
+    assert any(r.name == "greenserve.error" for r in caplog.records)
+    assert request(server, b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n").body == b"fine"

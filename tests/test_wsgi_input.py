@@ -1,0 +1,287 @@
+"""wsgi.input over real sockets: every read method, with Content-Length and chunked bodies,
+never past the body, b"" at its end, no hang without a body, and a truncated body is an error.
+
+Apps that call read() without a size use validate=False: PEP 3333 defines read(size), and
+reading to the end with read() is what wsgi.input_terminated (set by greenserve) allows, an
+extension that wsgiref.validate predates (its InputWrapper asserts exactly one argument).
+"""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from greenserve.errors import ClientDisconnected
+from conftest import Reader, connect, request, wait_until
+
+TEXT = [("Content-Type", "text/plain")]
+BODY = b"first line\nsecond\n\nfourth line is longer\nno newline at the end"
+LINES = [b"first line\n", b"second\n", b"\n", b"fourth line is longer\n", b"no newline at the end"]
+
+
+def chunked(body, sizes=(1, 3, 7, 11)):
+    """Encode ``body`` as a chunked request body with uneven chunk sizes."""
+    out, i, k = b"", 0, 0
+    while i < len(body):
+        size = sizes[k % len(sizes)]
+        piece = body[i:i + size]
+        out += b"%x\r\n%s\r\n" % (len(piece), piece)
+        i, k = i + size, k + 1
+    return out + b"0\r\n\r\n"
+
+
+def post(body, framing, path=b"/"):
+    if framing == "length":
+        return (b"POST " + path + b" HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body)
+                + body)
+    return (b"POST " + path + b" HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + chunked(body))
+
+
+def reading_app(results, read):
+    """An app that runs ``read(wsgi_input)``, records its result and echoes its repr."""
+
+    def app(environ, start_response):
+        result = read(environ["wsgi.input"])
+        results.append(result)
+        start_response("200 OK", list(TEXT))
+        return [repr(result).encode()]
+
+    return app
+
+
+def read_all(inp):
+    return [inp.read(), inp.read(), inp.read(10)]
+
+
+def read_pieces(inp):
+    pieces = []
+    while True:
+        piece = inp.read(4)
+        pieces.append(piece)
+        if not piece:
+            return pieces
+
+
+def readline_mixed(inp):
+    return [inp.readline(), inp.readline(3), inp.readline(100), inp.readline(), inp.readline(0),
+            inp.readline(), inp.readline(), inp.readline(), inp.readline(5)]
+
+
+def readlines(inp):
+    return inp.readlines()
+
+
+def iterate(inp):
+    return list(inp)
+
+
+CASES = {
+    "read": (read_all, [BODY, b"", b""], False),
+    "read_n": (read_pieces,
+               [BODY[i:i + 4] for i in range(0, len(BODY), 4)] + [b""], True),
+    "readline": (readline_mixed,
+                 [b"first line\n", b"sec", b"ond\n", b"\n", b"", b"fourth line is longer\n",
+                  b"no newline at the end", b"", b""], True),
+    "readlines": (readlines, LINES, True),
+    "iterate": (iterate, LINES, True),
+}
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+@pytest.mark.parametrize("method", list(CASES))
+def test_read_methods(serve, method, framing):
+    read, expected, validate = CASES[method]
+    results = []
+    server = serve(reading_app(results, read), validate=validate)
+    resp = request(server, post(BODY, framing))
+    assert resp.status == 200
+    assert results == [expected]
+    assert resp.body == repr(expected).encode()
+
+
+def test_chunked_body_has_no_content_length_and_is_terminated(serve):
+    seen = []
+
+    def app(environ, start_response):
+        seen.append((environ.get("CONTENT_LENGTH", ""), environ.get("HTTP_TRANSFER_ENCODING"),
+                     environ["wsgi.input_terminated"], environ["wsgi.input"].read(10**6)))
+        start_response("200 OK", list(TEXT))
+        return [b"ok"]
+
+    server = serve(app)
+    assert request(server, post(BODY, "chunked")).status == 200
+    assert seen == [("", "chunked", True, BODY)]
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+def test_body_split_over_many_packets(serve, framing):
+    """The client sends its body in pieces; read(n) still returns exactly n until the end."""
+    body = bytes(range(256)) * 64
+    results = []
+    server = serve(reading_app(results, read_pieces))
+    raw = post(body, framing)
+    with connect(server) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for i in range(0, len(raw), 997):
+            sock.sendall(raw[i:i + 997])
+        resp = Reader(sock).read_response()
+    assert resp.status == 200
+    pieces = results[0]
+    assert b"".join(pieces) == body
+    assert [len(p) for p in pieces] == [4] * (len(body) // 4) + [0]
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+def test_pipelined_request_after_a_fully_read_body(serve, framing):
+    seen = []
+
+    def app(environ, start_response):
+        data = environ["wsgi.input"].read()
+        seen.append((environ["REQUEST_METHOD"], environ["PATH_INFO"], data))
+        start_response("200 OK", list(TEXT))
+        return [b"%s %d" % (environ["PATH_INFO"].encode(), len(data))]
+
+    server = serve(app, validate=False)  # read() without a size; see the module docstring
+    with connect(server) as sock:
+        sock.sendall(post(b"hello world", framing, b"/post")
+                     + b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n"
+                     + post(b"again", framing, b"/third"))
+        reader = Reader(sock)
+        bodies = [reader.read_response().body for _ in range(3)]
+    assert bodies == [b"/post 11", b"/next 0", b"/third 5"]
+    assert seen == [("POST", "/post", b"hello world"), ("GET", "/next", b""),
+                    ("POST", "/third", b"again")]
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+@pytest.mark.parametrize("amount", [0, 3])
+def test_unread_rest_of_the_body_is_not_taken_for_the_next_request(serve, framing, amount):
+    """The app reads none or part of a body that looks like a request; the server discards
+    the rest, and the next request is the real one that follows the body."""
+    seen = []
+
+    def app(environ, start_response):
+        seen.append((environ["PATH_INFO"], environ["wsgi.input"].read(amount)))
+        start_response("200 OK", list(TEXT))
+        return [environ["PATH_INFO"].encode()]
+
+    server = serve(app)
+    with connect(server, timeout=5) as sock:
+        sock.sendall(post(b"GET /fake HTTP/1.1\r\nHost: x\r\n\r\n", framing, b"/post")
+                     + b"GET /real HTTP/1.1\r\nHost: x\r\n\r\n")
+        reader = Reader(sock)
+        assert reader.read_response().body == b"/post"
+        assert reader.read_response().body == b"/real"
+    assert seen == [("/post", b"GET"[:amount]), ("/real", b"")]
+
+
+def test_read_larger_than_the_body_stops_at_its_end(serve):
+    results = []
+    server = serve(reading_app(results, lambda inp: [inp.read(1000), inp.read(1000)]))
+    with connect(server, timeout=5) as sock:
+        sock.sendall(post(b"12345", "length") + b"GET /after HTTP/1.1\r\nHost: x\r\n\r\n")
+        reader = Reader(sock)
+        first = reader.read_response()
+        second = reader.read_response()
+    assert results[0] == [b"12345", b""]
+    assert first.body == repr([b"12345", b""]).encode()
+    assert second.status == 200
+    assert results[1] == [b"", b""]  # the GET's app sees an empty body, not the POST's tail
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"GET / HTTP/1.0\r\n\r\n",
+    ],
+    ids=["get", "content-length-0", "empty-chunked", "http10"],
+)
+def test_reading_without_a_body_returns_empty_at_once(serve, raw):
+    results = []
+    read = lambda inp: [inp.read(), inp.read(100), inp.readline(), inp.readlines(), list(inp)]
+    server = serve(reading_app(results, read), validate=False)  # read() without a size
+    with connect(server, timeout=3) as sock:  # a hang fails with socket.timeout
+        sock.sendall(raw)
+        resp = Reader(sock).read_response()
+    assert resp.status == 200
+    assert results == [[b"", b"", b"", [], []]]
+
+
+def test_expect_100_continue_is_sent_on_the_first_read(serve):
+    results = []
+    server = serve(reading_app(results, lambda inp: inp.read(5)))
+    with connect(server, timeout=5) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                     b"Expect: 100-continue\r\n\r\n")
+        reader = Reader(sock)
+        interim = reader.read_response()
+        assert interim.status == 100
+        sock.sendall(b"abcde")
+        resp = reader.read_response()
+    assert resp.status == 200
+    assert results == [b"abcde"]
+
+
+def test_expect_100_continue_not_sent_when_the_app_does_not_read(serve):
+    def app(environ, start_response):
+        start_response("403 Forbidden", list(TEXT))
+        return [b"no"]
+
+    server = serve(app)
+    with connect(server, timeout=5) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                     b"Expect: 100-continue\r\n\r\n")
+        resp = Reader(sock).read_response()
+    assert resp.status == 403
+    assert resp.body == b"no"
+
+
+# -- a truncated body -----------------------------------------------------------------------
+
+
+def truncating_app(outcome, read):
+    def app(environ, start_response):
+        try:
+            data = read(environ["wsgi.input"])
+        except Exception as exc:  # record what the app got, then answer as a naive app would
+            outcome.append(("error", exc))
+        else:
+            outcome.append(("data", data))
+        start_response("200 OK", list(TEXT))
+        return [b"the app answered"]
+
+    return app
+
+
+@pytest.mark.parametrize(
+    "read",
+    [lambda inp: inp.read(), lambda inp: inp.read(100), lambda inp: inp.readlines(),
+     lambda inp: list(inp)],
+    ids=["read", "read_n", "readlines", "iterate"],
+)
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+def test_truncated_body_raises_client_disconnected(serve, read, framing):
+    outcome = []
+    server = serve(truncating_app(outcome, read), validate=False)  # read() without a size
+    if framing == "length":
+        raw = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly ten.\n"
+    else:
+        raw = (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"a\r\nonly ten.\n\r\n64\r\nand then")
+    with connect(server, timeout=5) as sock:
+        sock.sendall(raw)
+        sock.shutdown(socket.SHUT_WR)
+        reader = Reader(sock)
+        assert reader.at_eof()
+    assert wait_until(lambda: outcome)
+    kind, value = outcome[0]
+    assert kind == "error", f"read returned short data instead of failing: {value!r}"
+    assert isinstance(value, ClientDisconnected)
+    assert isinstance(value, OSError)
+    # The app's answer after the failed read is not sent: the client is gone.
+    assert b"the app answered" not in reader.buf
