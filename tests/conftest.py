@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import threading
 import time
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 from wsgiref.validate import validator
 
 import pytest
 
+from greenserve.hub import Hub
 from greenserve.testing import RunningServer, running_server
 
 WsgiApp = Callable[..., Any]
@@ -149,3 +151,57 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 5.0, interval: fl
         if time.monotonic() >= deadline:
             return False
         time.sleep(interval)
+
+
+HANG = 20.0  # seconds after which a test hub counts as hung
+
+
+def run_hub(main: Callable[[Hub], Any], timeout: float = HANG) -> Any:
+    """Run ``main(hub)`` in a greenlet of a fresh hub in this thread; return its result.
+    Re-raises what ``main`` raised; fails if the hub does not stop within ``timeout``."""
+    hub = Hub()
+    outcome: dict = {}
+
+    def wrapper() -> None:
+        try:
+            outcome["result"] = main(hub)
+        except BaseException as exc:  # noqa: B902 - handed to the test thread
+            outcome["error"] = exc
+        finally:
+            hub.stop()
+
+    def stop_hung() -> None:
+        outcome.setdefault("hung", True)
+        hub.stop()
+
+    watchdog = threading.Timer(timeout, hub.call_soon_threadsafe, (stop_hung,))
+    watchdog.daemon = True
+    hub.call_soon(hub.spawn, wrapper)
+    watchdog.start()
+    try:
+        hub.run()
+    finally:
+        watchdog.cancel()
+        hub.close()
+    if outcome.get("hung"):
+        pytest.fail(f"the hub did not stop within {timeout} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("result")
+
+
+class Tracked:
+    """An app iterable that records close() (PEP 3333: the server must always call it)."""
+
+    def __init__(self, pieces: Iterator[bytes], closed: threading.Event) -> None:
+        self.pieces = pieces
+        self.closed = closed
+
+    def __iter__(self) -> "Tracked":
+        return self
+
+    def __next__(self) -> bytes:
+        return next(self.pieces)
+
+    def close(self) -> None:
+        self.closed.set()

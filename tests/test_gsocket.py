@@ -20,39 +20,8 @@ from greenserve.errors import ClosedResourceError
 from greenserve.gsocket import GreenSocket
 from greenserve.hub import Hub
 
-HANG = 20.0
+from conftest import run_hub
 
-
-def run_hub(main: Callable[[Hub], Any], timeout: float = HANG) -> Any:
-    hub = Hub()
-    outcome: dict = {}
-
-    def wrapper() -> None:
-        try:
-            outcome["result"] = main(hub)
-        except BaseException as exc:  # noqa: B902 - handed to the test thread
-            outcome["error"] = exc
-        finally:
-            hub.stop()
-
-    def stop_hung() -> None:
-        outcome.setdefault("hung", True)
-        hub.stop()
-
-    watchdog = threading.Timer(timeout, hub.call_soon_threadsafe, (stop_hung,))
-    watchdog.daemon = True
-    hub.call_soon(hub.spawn, wrapper)
-    watchdog.start()
-    try:
-        hub.run()
-    finally:
-        watchdog.cancel()
-        hub.close()
-    if outcome.get("hung"):
-        pytest.fail(f"the hub did not stop within {timeout} s")
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome.get("result")
 
 
 def green_pair(hub: Hub) -> Tuple[GreenSocket, GreenSocket]:

@@ -20,7 +20,7 @@ from typing import Any, Iterator, List
 import pytest
 import requests
 
-from conftest import Reader, connect, request, wait_until
+from conftest import Tracked, Reader, connect, request, wait_until
 from greenserve.errors import ClientDisconnected, ClientError
 
 MiB = 1 << 20
@@ -69,23 +69,6 @@ def generator_app(environ, start_response):
 
 
 GENERATED = b"".join(b"piece-%d;" % i for i in range(5))
-
-
-class Tracked:
-    """An app iterable that records close() (PEP 3333: the server must always call it)."""
-
-    def __init__(self, pieces: Iterator[bytes], closed: threading.Event) -> None:
-        self.pieces = pieces
-        self.closed = closed
-
-    def __iter__(self) -> "Tracked":
-        return self
-
-    def __next__(self) -> bytes:
-        return next(self.pieces)
-
-    def close(self) -> None:
-        self.closed.set()
 
 
 def recv_until_eof(sock: socket.socket, timeout: float = 5.0) -> bytes:

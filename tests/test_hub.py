@@ -20,41 +20,8 @@ import pytest
 from greenserve.errors import BusyResourceError, Cancelled, ClosedResourceError
 from greenserve.hub import Hub, current_hub, get_hub
 
-HANG = 10.0  # seconds after which the watchdog declares a hub hung
+from conftest import run_hub
 
-
-def run_hub(main: Callable[[Hub], Any], timeout: float = HANG) -> Any:
-    """Run ``main(hub)`` in a greenlet of a fresh hub in this thread; return its result.
-    Re-raises what ``main`` raised; fails if the hub does not stop within ``timeout``."""
-    hub = Hub()
-    outcome: dict = {}
-
-    def wrapper() -> None:
-        try:
-            outcome["result"] = main(hub)
-        except BaseException as exc:  # noqa: B902 - handed to the test thread
-            outcome["error"] = exc
-        finally:
-            hub.stop()
-
-    def stop_hung() -> None:
-        outcome.setdefault("hung", True)
-        hub.stop()
-
-    watchdog = threading.Timer(timeout, hub.call_soon_threadsafe, (stop_hung,))
-    watchdog.daemon = True
-    hub.call_soon(hub.spawn, wrapper)
-    watchdog.start()
-    try:
-        hub.run()
-    finally:
-        watchdog.cancel()
-        hub.close()
-    if outcome.get("hung"):
-        pytest.fail(f"the hub did not stop within {timeout} s")
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome.get("result")
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from typing import Iterator, List
 
 import pytest
 
-from conftest import Reader, connect, request, wait_until
+from conftest import Tracked, Reader, connect, request, wait_until
 from greenserve.errors import ClientError
 from greenserve.hub import get_hub
 
@@ -44,21 +44,6 @@ def quick_app(environ, start_response):
     out = environ["PATH_INFO"].encode()
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(out)))])
     return [out]
-
-
-class Tracked:
-    def __init__(self, pieces: Iterator[bytes], closed: threading.Event) -> None:
-        self.pieces = pieces
-        self.closed = closed
-
-    def __iter__(self) -> "Tracked":
-        return self
-
-    def __next__(self) -> bytes:
-        return next(self.pieces)
-
-    def close(self) -> None:
-        self.closed.set()
 
 
 def expect_rejection(sock: socket.socket, status: int, within: float = 5.0) -> Reader:
