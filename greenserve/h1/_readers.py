@@ -82,7 +82,8 @@ def parse_request_line(line: bytes, limits: Limits) -> tuple[bytes, bytes, bytes
     if major != b"1":
         # RFC 9110 15.6.6: 505 for a major version the server does not support.
         raise RemoteProtocolError("HTTP version not supported", 505)
-    _check_target(method, target)
+    if target[:1] != b"/" or b"#" in target or method == b"CONNECT":
+        _check_target(method, target)  # all but the plain origin-form
     # RFC 9110 2.5: a higher minor version of HTTP/1 is treated as the highest we speak.
     return method, target, (b"1.0" if minor == b"0" else b"1.1")
 
@@ -107,7 +108,8 @@ class HeadReader:
         if buf[:2] == b"\r\n":
             self._skip_leading_crlf(buf)
             self._scanned = 0
-        end = buf.find(b"\r\n\r\n", max(0, self._scanned - 3))
+        scanned = self._scanned
+        end = buf.find(b"\r\n\r\n", scanned - 3 if scanned > 3 else 0)
         if end < 0:
             self._refuse_incomplete(buf)
             self._scanned = len(buf)
