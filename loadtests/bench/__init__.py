@@ -1,0 +1,1 @@
+"""greenserve's benchmark against peer WSGI servers (see loadtests/README.md, "Benchmark")."""

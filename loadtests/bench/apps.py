@@ -1,0 +1,131 @@
+"""WSGI apps for the benchmark scenarios, imported by every server as ``bench.apps:NAME``
+(the harness puts ``loadtests/`` on PYTHONPATH).
+
+hello           13-byte body, Content-Length set                          (a, b, c, f, g)
+big             1 MiB as 16 x 64 KiB body items, Content-Length set        (d)
+upstream        one request to the slow upstream (upstream.py) over a plain
+                ``socket``: cooperative under servers that monkey-patch before
+                importing this module (gevent, gunicorn -k gevent, meinheld),
+                a blocked thread under threaded ones (waitress, granian), the
+                whole server under bjoern                                  (e)
+upstream_green  the same through greenserve.gsocket.GreenSocket, which suspends
+                only the calling greenlet (greenserve does not monkey-patch) (e)
+sink            reads wsgi.input to the end (chunked uploads included) and
+                answers with the byte count                               (h)
+download        the file named by $BENCH_FILE through environ['wsgi.file_wrapper']
+                (X-Bench-Path: file_wrapper), or read in 1 MiB blocks where the
+                server has none (X-Bench-Path: iter)                      (i)
+
+Upstream address: 127.0.0.1:$BENCH_UPSTREAM_PORT (default 18901).
+"""
+
+import os
+import socket
+
+UPSTREAM = ("127.0.0.1", int(os.environ.get("BENCH_UPSTREAM_PORT", "18901")))
+UPSTREAM_TIMEOUT = 10.0
+
+_HELLO = b"Hello, World!"
+
+
+def hello(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "13")])
+    return [_HELLO]
+
+
+_PIECE = b"\x5a" * (64 * 1024)
+_BIG_ITEMS = 16
+
+
+def big(environ, start_response):
+    start_response("200 OK", [("Content-Type", "application/octet-stream"),
+                              ("Content-Length", str(len(_PIECE) * _BIG_ITEMS))])
+    return [_PIECE] * _BIG_ITEMS
+
+
+def _respond(start_response, status, body):
+    start_response(status, [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def upstream(environ, start_response):
+    # socket.create_connection is looked up at call time: monkey-patching applies.
+    conn = socket.create_connection(UPSTREAM, timeout=UPSTREAM_TIMEOUT)
+    try:
+        conn.sendall(b"ping\n")
+        reply = b""
+        while not reply.endswith(b"\n"):
+            got = conn.recv(64)
+            if not got:
+                break
+            reply += got
+    finally:
+        conn.close()
+    if not reply.endswith(b"\n"):
+        return _respond(start_response, "502 Bad Gateway", b"upstream hung up\n")
+    return _respond(start_response, "200 OK", b"upstream: " + reply)
+
+
+def upstream_green(environ, start_response):
+    from greenserve.gsocket import GreenSocket
+
+    conn = GreenSocket.connect(UPSTREAM, timeout=UPSTREAM_TIMEOUT)
+    try:
+        conn.sendall(b"ping\n", UPSTREAM_TIMEOUT)
+        deadline = conn.hub.time() + UPSTREAM_TIMEOUT
+        reply = b""
+        while not reply.endswith(b"\n"):
+            got = conn.recv(64, deadline)
+            if not got:
+                break
+            reply += got
+    finally:
+        conn.close()
+    if not reply.endswith(b"\n"):
+        return _respond(start_response, "502 Bad Gateway", b"upstream hung up\n")
+    return _respond(start_response, "200 OK", b"upstream: " + reply)
+
+
+def sink(environ, start_response):
+    stream = environ["wsgi.input"]
+    length = (environ.get("CONTENT_LENGTH") or "").strip()
+    total = 0
+    if length:  # never read past a Content-Length body (PEP 3333)
+        left = int(length)
+        while left > 0:
+            got = stream.read(min(left, 1 << 16))
+            if not got:
+                break
+            total += len(got)
+            left -= len(got)
+    else:  # chunked: the server ends the stream at the last chunk
+        while True:
+            got = stream.read(1 << 16)
+            if not got:
+                break
+            total += len(got)
+    return _respond(start_response, "200 OK", b"%d\n" % total)
+
+
+def _file_blocks(f, size):
+    try:
+        while True:
+            block = f.read(size)
+            if not block:
+                return
+            yield block
+    finally:
+        f.close()
+
+
+def download(environ, start_response):
+    path = os.environ["BENCH_FILE"]
+    f = open(path, "rb")
+    size = os.fstat(f.fileno()).st_size
+    wrapper = environ.get("wsgi.file_wrapper")
+    start_response("200 OK", [("Content-Type", "application/octet-stream"),
+                              ("Content-Length", str(size)),
+                              ("X-Bench-Path", "file_wrapper" if wrapper else "iter")])
+    if wrapper is not None:
+        return wrapper(f, 1 << 20)
+    return _file_blocks(f, 1 << 20)
