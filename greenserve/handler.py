@@ -27,7 +27,7 @@ from .errors import (
     Cancelled, ClientDisconnected, ClientError, LocalProtocolError, RemoteProtocolError,
 )
 from .gsocket import GreenSocket
-from .wsgi import FileWrapper, Input, Response, request_environ, single_body
+from .wsgi import EMPTY_INPUT, FileWrapper, Input, Response, request_environ, single_body
 
 if TYPE_CHECKING:
     from .server import Server
@@ -157,6 +157,7 @@ class Connection:
                 return True
             # A pipelined request is waiting: let the other connections have a turn first.
             server.hub.yield_now()
+            server.hub.new_context()
             self.started = server.hub.time()
 
     def _receive_head_bytes(self) -> bool:
@@ -175,11 +176,12 @@ class Connection:
     def _handle(self, request: h1.Request) -> bool:
         """Run the app for one request. Returns whether the connection may be kept."""
         server = self.server
-        server.hub.new_context()
+        conn = self.h1
         response = self.response = Response(self._emit)
         self.client_error = None
         self.body_sent = 0
-        environ = request_environ(self.base_env, self.peer, request, Input(self._read_chunk))
+        environ = request_environ(self.base_env, self.peer, request,
+                                  Input(self._read_chunk) if conn.body_pending else EMPTY_INPUT)
         server.request_started()
         result: Optional[Iterable[bytes]] = None
         try:
@@ -195,10 +197,10 @@ class Connection:
                 raise
             return False
         server.request_finished(self, request, response.status)
-        if self.h1.response_overflowed:
+        if conn.response_overflowed:
             log.error("app sent more body than its Content-Length; the surplus was dropped")
             return False
-        return self.h1.keep_alive and self._drain_body()
+        return conn.keep_alive and (not conn.body_pending or self._drain_body())
 
     def _close_result(self, result: Any) -> None:
         try:
@@ -263,22 +265,28 @@ class Connection:
 
     # -- response -----------------------------------------------------------------------------
 
-    def _start_head(self, response: Response, length_hint: Optional[int]) -> bytes:
+    def _must_close(self, response: Response) -> bool:
+        """Check the response may start; returns whether the connection must close after it.
+        Raises ClientError (the request failed) or LocalProtocolError (no start_response)."""
         if self.client_error is not None:
             raise ClientError("the request failed; the app's response is not sent")
         if not response.status:
             raise LocalProtocolError("the app sent a body before calling start_response", 500)
         conn = self.h1
-        close = self.server.draining
-        if conn.body_pending and not close:
+        if self.server.draining:
+            return True
+        if conn.body_pending:
             remaining = conn.body_remaining
-            close = remaining is not None and remaining > self.server.config.max_drain_bytes
-        head = conn.send_response(
+            return remaining is not None and remaining > self.server.config.max_drain_bytes
+        return False
+
+    def _start_head(self, response: Response, length_hint: Optional[int]) -> bytes:
+        close = self._must_close(response)
+        response.headers_sent = True
+        return self.h1.send_head(
             response.status, response.reason, response.headers, self.server.dates.lines(),
             length_hint=length_hint, close=close,
         )
-        response.headers_sent = True
-        return head
 
     def _emit(self, data: bytes) -> None:
         """Send a body piece (PEP 3333: the head goes out with the first non-empty piece)."""
@@ -301,6 +309,16 @@ class Connection:
     def _send_result(self, response: Response, result: Iterable[bytes]) -> None:
         body = single_body(result)
         if body is not None and not response.headers_sent:
+            if len(body) <= _SMALL:
+                # The common case: head, body and end in one buffer and one send.
+                close = self._must_close(response)
+                response.headers_sent = True
+                data = self.h1.send_whole(
+                    response.status, response.reason, response.headers,
+                    self.server.dates.lines(), body, close=close)
+                self.body_sent = len(body)
+                self._send(data)
+                return
             head = self._start_head(response, len(body))
             payload = self.h1.send_data(body)
             self.body_sent = len(payload)

@@ -194,6 +194,15 @@ class H1Connection:
     ) -> bytes:
         """Build the response head. Raises LocalProtocolError for an illegal app header."""
         app = _writers.check_app_headers(app_headers)
+        return self.send_head(status, reason, app, default_lines, length_hint=length_hint,
+                              close=close)
+
+    def send_head(
+        self, status: int, reason: bytes, app: _writers.AppHead, default_lines: bytes, *,
+        length_hint: Optional[int] = None, close: bool = False,
+    ) -> bytes:
+        """Build the response head from app headers already checked by ``check_app_headers``.
+        Raises LocalProtocolError for an illegal reason phrase or out of turn."""
         request = self.request
         peer_http11 = request is None or request.http_version == b"1.1"
         # The method is known even when the head failed after a valid request-line: an error
@@ -212,6 +221,19 @@ class H1Connection:
             status, reason, app, mode, length, keep_alive=self.keep_alive,
             peer_http11=peer_http11, default_lines=default_lines,
         )
+
+    def send_whole(
+        self, status: int, reason: bytes, app: _writers.AppHead, default_lines: bytes,
+        body: bytes, *, close: bool = False,
+    ) -> bytes:
+        """Head, body and end of a response whose body is known in full, as one buffer (the
+        body gives the Content-Length unless the app set one). Raises as ``send_head`` and
+        ``send_eom``; surplus past the app's Content-Length is cut (``response_overflowed``)."""
+        head = self.send_head(status, reason, app, default_lines, length_hint=len(body),
+                              close=close)
+        assert self._writer is not None
+        payload = self._writer.frame(body)
+        return head + payload + self.send_eom()
 
     def send_data(self, data: bytes) -> bytes:
         """Frame a body piece. Surplus past Content-Length is cut; see ``response_overflowed``."""
