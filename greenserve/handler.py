@@ -27,6 +27,7 @@ from .errors import (
     Cancelled, ClientDisconnected, ClientError, LocalProtocolError, RemoteProtocolError,
 )
 from .gsocket import GreenSocket
+from .proxy import PROXY_KEYS
 from .wsgi import FileWrapper, Input, Response, request_environ, single_body
 
 if TYPE_CHECKING:
@@ -180,6 +181,8 @@ class Connection:
         self.client_error = None
         self.body_sent = 0
         environ = request_environ(self.base_env, self.peer, request, Input(self._read_chunk))
+        if not environ.keys().isdisjoint(PROXY_KEYS):
+            server.proxies.apply(environ, self.peer)
         server.request_started()
         result: Optional[Iterable[bytes]] = None
         try:
@@ -190,11 +193,11 @@ class Connection:
                 if result is not None and hasattr(result, "close"):
                     self._close_result(result)
         except BaseException as exc:  # noqa: B902 - every outcome is decided in _fail
-            server.request_finished(self, request, self._fail(exc, response))
+            server.request_finished(self, request, self._fail(exc, response), environ)
             if isinstance(exc, Cancelled):
                 raise
             return False
-        server.request_finished(self, request, response.status)
+        server.request_finished(self, request, response.status, environ)
         if self.h1.response_overflowed:
             log.error("app sent more body than its Content-Length; the surplus was dropped")
             return False
