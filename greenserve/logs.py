@@ -86,11 +86,13 @@ class AccessLog:
     """One line per answered request to the ``greenserve.access`` logger.
 
     ``target`` '-' (stdout) or a file path adds a handler for this log, removed by ``close()``.
-    The log is also on when a logging configuration gave ``greenserve.access`` handlers."""
+    With ``from_config`` (a --log-config was loaded), the log is also on when that configuration
+    gave ``greenserve.access`` handlers of its own."""
 
-    def __init__(self, target: str, fmt: str = "combined") -> None:
+    def __init__(self, target: str, fmt: str = "combined", *, from_config: bool = False) -> None:
         self._handler: Optional[logging.Handler] = None
-        self.enabled = bool(target) or bool(access_logger.handlers)
+        self._propagate = access_logger.propagate
+        self.enabled = bool(target) or (from_config and bool(access_logger.handlers))
         self._format: Formatter = _json_line if fmt == "json" else _combined_line
         self._clock = _Clock("%Y-%m-%dT%H:%M:%S%z" if fmt == "json" else "%d/%b/%Y:%H:%M:%S %z")
         if target:
@@ -101,7 +103,7 @@ class AccessLog:
             self._handler = handler
             access_logger.addHandler(handler)
             access_logger.setLevel(logging.INFO)
-            access_logger.propagate = False
+            access_logger.propagate = False  # access lines do not belong in the error log
 
     def write(self, environ: Dict[str, Any], request: Request, status: int, sent: int,
               seconds: float) -> None:
@@ -112,6 +114,7 @@ class AccessLog:
     def close(self) -> None:
         if self._handler is not None:
             access_logger.removeHandler(self._handler)
+            access_logger.propagate = self._propagate
             self._handler.close()
             self._handler = None
 

@@ -191,7 +191,8 @@ class Server:
                 listener.sock.close()
             self.listeners = []
             raise
-        self._access = AccessLog(config.access_log, config.access_log_format)
+        self._access = AccessLog(config.access_log, config.access_log_format,
+                                 from_config=bool(config.log_config))
         self._started = True
 
     def _start_metrics(self) -> None:
