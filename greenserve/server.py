@@ -204,6 +204,7 @@ class Server:
         self.metrics = store.slot(0)
         endpoint.start()
         self._metrics_endpoint = endpoint
+        log.info("metrics on %s", endpoint.url)
 
     @property
     def metrics_url(self) -> Optional[str]:
