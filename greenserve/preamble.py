@@ -17,10 +17,10 @@ import socket
 import ssl
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple
 
-from . import proxyproto
 from .errors import RemoteProtocolError
 from .gsocket import GreenSocket
 from .handler import Connection
+from .proxyproto import ProxyProtocolError, header_length, parse
 from .tls import GreenSSLSocket, NotTLSError
 
 if TYPE_CHECKING:
@@ -75,7 +75,7 @@ class PreambleConnection(Connection):
             self.gsock = GreenSocket(gsock.sock, self.server.hub)  # answer in plain text
             self._reject(RemoteProtocolError("plain HTTP sent to a TLS port", 400))
             return False
-        except proxyproto.ProxyProtocolError as exc:
+        except ProxyProtocolError as exc:
             log.info("dropped a connection from %s: %s", self.peer and self.peer[0], exc)
             return False
         except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
@@ -107,7 +107,7 @@ class PreambleConnection(Connection):
             try:
                 if total is None:
                     peeked = sock.recv(_PEEK, socket.MSG_PEEK)
-                    total = proxyproto.header_length(header + peeked)
+                    total = header_length(header + peeked)
                     take = len(peeked) if total is None else min(len(peeked), total - len(header))
                 else:
                     peeked, take = b"?", total - len(header)
@@ -118,7 +118,7 @@ class PreambleConnection(Connection):
             if not data:
                 raise ConnectionResetError("closed inside the PROXY protocol header")
             header += data
-        source = proxyproto.parse(header)
+        source = parse(header)
         if source is not None:
             self.peer = source
 

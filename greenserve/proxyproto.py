@@ -14,7 +14,6 @@ caller can read exactly the header and leave what follows (TLS or HTTP) in the s
 from __future__ import annotations
 
 import ipaddress
-import socket
 from typing import Optional, Tuple
 
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
@@ -102,7 +101,6 @@ def _parse_v2(header: bytes) -> Source:
     size = 4 if family == 1 else 16
     if len(body) < 2 * size + 4:
         raise ProxyProtocolError("PROXY v2 address block too short")
-    kind = socket.AF_INET if family == 1 else socket.AF_INET6
-    source = socket.inet_ntop(kind, body[:size])
+    source = ipaddress.ip_address(body[:size])  # 4 bytes: IPv4, 16: IPv6
     port = int.from_bytes(body[2 * size:2 * size + 2], "big")
-    return source, str(port)
+    return str(source), str(port)
