@@ -27,7 +27,6 @@ from .errors import (
     Cancelled, ClientDisconnected, ClientError, LocalProtocolError, RemoteProtocolError,
 )
 from .gsocket import GreenSocket
-from .proxy import PROXY_KEYS
 from .wsgi import FileWrapper, Input, Response, request_environ, single_body
 
 if TYPE_CHECKING:
@@ -181,8 +180,10 @@ class Connection:
         self.client_error = None
         self.body_sent = 0
         environ = request_environ(self.base_env, self.peer, request, Input(self._read_chunk))
-        if not environ.keys().isdisjoint(PROXY_KEYS):
-            server.proxies.apply(environ, self.peer)
+        if ("HTTP_X_FORWARDED_FOR" in environ or "HTTP_FORWARDED" in environ
+                or "HTTP_X_FORWARDED_PROTO" in environ or "HTTP_X_FORWARDED_HOST" in environ
+                or "HTTP_X_FORWARDED_PORT" in environ):  # proxy.PROXY_KEYS
+            server.proxies.apply(environ, self.peer)  # applied if trusted, else removed
         server.request_started()
         result: Optional[Iterable[bytes]] = None
         try:

@@ -163,15 +163,24 @@ class GreenSSLSocket(GreenSocket):
         """Read and send: the kernel cannot encrypt for os.sendfile. May switch."""
         return self._sendfile_fallback(file, offset, count, timeout)
 
-    def shutdown(self, how: int) -> None:
-        """Send close_notify (RFC 8446 6.1) if possible, then shut the TCP side down."""
+    def close_notify(self) -> None:
+        """Send close_notify (RFC 8446 6.1: before closing the write side) if it can go out
+        without waiting; the peer's own close_notify is not awaited."""
         tls = self.tls
         if tls is not None:
             try:
                 tls.unwrap()
-            except (OSError, ValueError):
-                pass  # the peer's close_notify is not awaited; ours is out or cannot be
+            except (OSError, ValueError):  # sent but the peer's is not in; or already unwrapped
+                pass
+
+    def shutdown(self, how: int) -> None:
+        """close_notify, then shut the TCP side down."""
+        self.close_notify()
         try:
             socket.socket.shutdown(self.sock, how)  # not SSLSocket's: reads stay decrypted
         except OSError:
             pass
+
+    def close(self) -> None:
+        self.close_notify()
+        super().close()

@@ -334,3 +334,14 @@ def test_curl_haproxy_protocol(proxied):
          f"http://127.0.0.1:{proxy[1]}/"], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["REMOTE_ADDR"] == "127.0.0.3"
+
+
+def test_the_handler_checks_every_proxy_key():
+    """handler.py spells the keys out for speed; it must name each of PROXY_KEYS."""
+    from pathlib import Path
+
+    from greenserve.proxy import PROXY_KEYS
+
+    source = (Path(__file__).resolve().parent.parent / "greenserve" / "handler.py").read_text()
+    for key in PROXY_KEYS:
+        assert f'"{key}" in environ' in source

@@ -289,3 +289,26 @@ def test_a_client_closing_mid_handshake_leaves_the_server_well(serve, tls_files)
         thread.join(20)
     assert requests.get(server.url, verify=tls_files.ca, timeout=10).status_code == 200
     assert server.statistics()["requests_total"] == 5
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    b"GET / HTTP/1.0\r\n\r\n",
+    b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",  # an error answer, then a lingering close
+])
+def test_the_server_ends_tls_with_close_notify(serve, tls_files, request_bytes):
+    """RFC 8446 6.1: close_notify before closing, so a client can tell the end of a
+    close-delimited body from a cut connection."""
+    server = serve(describe, **tls_options(tls_files))
+    raw = socket.create_connection((server.host, server.port), timeout=10)
+    context = client_context(tls_files)
+    with context.wrap_socket(raw, server_hostname="localhost",
+                             suppress_ragged_eofs=False) as sock:
+        sock.sendall(request_bytes)
+        data = b""
+        while True:
+            piece = sock.recv(65536)  # an EOF without close_notify raises SSLEOFError here
+            if not piece:
+                break
+            data += piece
+    assert data.startswith(b"HTTP/1.1 ")
