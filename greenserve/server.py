@@ -163,8 +163,11 @@ class Server:
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    def start(self, sockets: Optional[List[socket.socket]] = None) -> None:
-        """Bind every listener (or adopt ``sockets``). After it, ``addresses`` is known."""
+    def start(self, sockets: Optional[List[socket.socket]] = None,
+              proxy_sockets: Optional[List[socket.socket]] = None) -> None:
+        """Bind every listener (or adopt ``sockets``, and ``proxy_sockets`` as listeners whose
+        connections begin with a PROXY header: a supervisor binds both in its parent). After
+        it, ``addresses`` is known. Raises ConfigError."""
         if self._started:
             return
         config = self.config
@@ -178,8 +181,13 @@ class Server:
             else:
                 for text in self.config.bind:
                     self.listeners.append(bind_listener(parse_bind(text), self.config.backlog))
-            for text in config.proxy_protocol_bind:
+            for text in config.proxy_protocol_bind if sockets is None else ():
                 listener = bind_listener(parse_bind(text), config.backlog)
+                listener.proxy_protocol = True
+                self.listeners.append(listener)
+            for sock in proxy_sockets or ():
+                sock.setblocking(False)
+                listener = Listener(sock, _address_of(sock))
                 listener.proxy_protocol = True
                 self.listeners.append(listener)
             for listener in self.listeners:

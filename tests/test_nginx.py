@@ -13,7 +13,7 @@ import ssl
 import subprocess
 import time
 from pathlib import Path
-from typing import Dict, Iterator, List
+from typing import Dict, Iterator, List, Optional
 
 import pytest
 
@@ -118,7 +118,7 @@ def stack(tmp_path_factory, tls_files) -> Iterator[Dict]:
                 proc.stop()
 
 
-def get(stack, *, source: str, https: bool = False, headers: Dict[str, str] = {}) -> Dict:
+def get(stack, *, source: str, https: bool = False, headers: Optional[Dict[str, str]] = None) -> Dict:
     """GET / through nginx from the loopback address ``source``; the app's JSON answer."""
     nginx = stack["nginx"]
     if https:
@@ -130,7 +130,7 @@ def get(stack, *, source: str, https: bool = False, headers: Dict[str, str] = {}
         conn = http.client.HTTPConnection("127.0.0.1", nginx.http_port, timeout=10,
                                           source_address=(source, 0))
     try:
-        conn.request("GET", "/", headers=headers)
+        conn.request("GET", "/", headers=headers or {})
         resp = conn.getresponse()
         assert resp.status == 200
         return json.loads(resp.read())

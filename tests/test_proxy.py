@@ -345,3 +345,26 @@ def test_the_handler_checks_every_proxy_key():
     source = (Path(__file__).resolve().parent.parent / "greenserve" / "handler.py").read_text()
     for key in PROXY_KEYS:
         assert f'"{key}" in environ' in source
+
+
+def test_inherited_sockets_keep_their_roles():
+    """A supervisor binds in its parent and hands each worker its sockets: the PROXY listener
+    is given as such, and the worker binds nothing itself."""
+    import threading
+
+    plain, proxy = socket.socket(), socket.socket()
+    for sock in (plain, proxy):
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+    server = Server(echo_environ, bind="127.0.0.1:1", proxy_protocol_bind="127.0.0.1:1")
+    server.start(sockets=[plain], proxy_sockets=[proxy])
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        assert server.wait_serving(10)
+        assert [listener.proxy_protocol for listener in server.listeners] == [False, True]
+        assert ask(plain.getsockname())["REMOTE_ADDR"] == "127.0.0.1"
+        assert ask(proxy.getsockname(), preamble=v2())["REMOTE_ADDR"] == "203.0.113.7"
+    finally:
+        server.stop(1)
+        thread.join(10)
