@@ -229,7 +229,7 @@ class MetricsEndpoint:
     def start(self) -> None:
         """Serve in a daemon thread until ``close()``."""
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={
-            "poll_interval": 0.5}, name="greenserve-metrics", daemon=True)
+            "poll_interval": 0.1}, name="greenserve-metrics", daemon=True)
         self._thread.start()
 
     def close(self) -> None:
