@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, List, Mapping, NoReturn, Optional, Seque
 from ._version import __version__
 from .config import ENV_PREFIX, Config, env_name, flag_name
 from .errors import AppImportError, ConfigError
+from .logs import configure_logging
 from .server import Server
 from .signals import install_stop_handlers
 
@@ -119,16 +120,6 @@ def load_app(spec: str) -> Callable[..., Any]:
     return obj  # type: ignore[no-any-return]
 
 
-def setup_logging(level: str) -> None:
-    root = logging.getLogger("greenserve")
-    if not root.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(
-            "[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s", "%Y-%m-%d %H:%M:%S %z"))
-        root.addHandler(handler)
-    root.setLevel(level.upper())
-
-
 def _fail(message: str) -> int:
     sys.stderr.write(f"greenserve: error: {message}\n")
     return 2
@@ -141,7 +132,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         config = config_from(args, os.environ)
     except ConfigError as exc:
         return _fail(str(exc))
-    setup_logging(config.log_level)
+    try:
+        configure_logging(config.log_level, config.log_config)
+    except ConfigError as exc:
+        return _fail(str(exc))
     try:
         app = load_app(args.app)
     except AppImportError as exc:

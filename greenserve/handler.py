@@ -182,6 +182,10 @@ class Connection:
         self.body_sent = 0
         environ = request_environ(self.base_env, self.peer, request,
                                   Input(self._read_chunk) if conn.body_pending else EMPTY_INPUT)
+        if ("HTTP_X_FORWARDED_FOR" in environ or "HTTP_FORWARDED" in environ
+                or "HTTP_X_FORWARDED_PROTO" in environ or "HTTP_X_FORWARDED_HOST" in environ
+                or "HTTP_X_FORWARDED_PORT" in environ):  # proxy.PROXY_KEYS
+            server.proxies.apply(environ, self.peer)  # applied if trusted, else removed
         server.request_started()
         result: Optional[Iterable[bytes]] = None
         try:
@@ -192,11 +196,11 @@ class Connection:
                 if result is not None and hasattr(result, "close"):
                     self._close_result(result)
         except BaseException as exc:  # noqa: B902 - every outcome is decided in _fail
-            server.request_finished(self, request, self._fail(exc, response))
+            server.request_finished(self, request, self._fail(exc, response), environ)
             if isinstance(exc, Cancelled):
                 raise
             return False
-        server.request_finished(self, request, response.status)
+        server.request_finished(self, request, response.status, environ)
         if conn.response_overflowed:
             log.error("app sent more body than its Content-Length; the surplus was dropped")
             return False

@@ -19,9 +19,7 @@ import logging
 import os
 import socket
 import stat
-import sys
 import threading
-import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ._version import __version__
@@ -32,10 +30,14 @@ from .gsocket import GreenSocket
 from .h1 import Limits, Request
 from .handler import Connection, DateCache
 from .hub import Hub
+from .logs import AccessLog
+from .metrics import MetricsEndpoint, MetricsSlot, MetricsStore
+from .preamble import Factory, connection_factory
+from .proxy import ProxyHeaders
+from .tls import make_context
 from .wsgi import base_environ
 
 log = logging.getLogger("greenserve.error")
-access_log = logging.getLogger("greenserve.access")
 ACCEPT_BATCH = 64
 _ACCEPT_BACKOFF = (0.05, 1.0)
 SOFTWARE = f"greenserve/{__version__}"
@@ -49,6 +51,9 @@ class Listener:
         self.address = address
         self.gsock: Optional[GreenSocket] = None
         self.environ: Dict[str, Any] = {}
+        self.tls = False  # set by Server.start: TLS on this listener
+        self.proxy_protocol = False  # connections begin with a PROXY protocol header
+        self.make_connection: Factory = Connection
         if sock.family == socket.AF_UNIX:
             self.server_name, self.server_port = "localhost", "80"
         else:
@@ -60,7 +65,8 @@ class Listener:
         if self.address.kind == "unix":
             return "unix:" + self.address.host
         host = self.server_name
-        return f"http://[{host}]:{self.server_port}" if ":" in host else f"http://{host}:{self.server_port}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://[{host}]:{self.server_port}" if ":" in host else f"{scheme}://{host}:{self.server_port}"
 
 
 def bind_listener(address: BindAddress, backlog: int) -> Listener:
@@ -148,14 +154,25 @@ class Server:
         self._serving = threading.Event()
         self._stopped = threading.Event()
         self._thread: Optional[int] = None
-        self._access = _AccessLog(config.access_log)
+        self.proxies = ProxyHeaders(config.forwarded_allow_ips, config.proxy_count)
+        # Counters for Prometheus: set a slot of a shared store before start() (a supervisor's
+        # worker), or start() makes one when metrics_bind is set. See metrics.py.
+        self.metrics: Optional[MetricsSlot] = None
+        self._metrics_endpoint: Optional[MetricsEndpoint] = None
+        self._access = AccessLog("")
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    def start(self, sockets: Optional[List[socket.socket]] = None) -> None:
-        """Bind every listener (or adopt ``sockets``). After it, ``addresses`` is known."""
+    def start(self, sockets: Optional[List[socket.socket]] = None,
+              proxy_sockets: Optional[List[socket.socket]] = None) -> None:
+        """Bind every listener (or adopt ``sockets``, and ``proxy_sockets`` as listeners whose
+        connections begin with a PROXY header: a supervisor binds both in its parent). After
+        it, ``addresses`` is known. Raises ConfigError."""
         if self._started:
             return
+        config = self.config
+        context = make_context(config.certfile, config.keyfile, config.ca_certs,
+                               config.cert_reqs, config.ciphers)
         try:
             if sockets is not None:
                 for sock in sockets:
@@ -164,12 +181,43 @@ class Server:
             else:
                 for text in self.config.bind:
                     self.listeners.append(bind_listener(parse_bind(text), self.config.backlog))
+            for text in config.proxy_protocol_bind if sockets is None else ():
+                listener = bind_listener(parse_bind(text), config.backlog)
+                listener.proxy_protocol = True
+                self.listeners.append(listener)
+            for sock in proxy_sockets or ():
+                sock.setblocking(False)
+                listener = Listener(sock, _address_of(sock))
+                listener.proxy_protocol = True
+                self.listeners.append(listener)
+            for listener in self.listeners:
+                listener.tls = context is not None
+                listener.make_connection = connection_factory(context, listener.proxy_protocol)
+            self._start_metrics()
         except BaseException:
             for listener in self.listeners:
                 listener.sock.close()
             self.listeners = []
             raise
+        self._access = AccessLog(config.access_log, config.access_log_format,
+                                 from_config=bool(config.log_config))
         self._started = True
+
+    def _start_metrics(self) -> None:
+        """With metrics_bind and no slot given: a one-slot store, served from a thread."""
+        if not self.config.metrics_bind or self.metrics is not None:
+            return
+        store = MetricsStore.create(1)
+        endpoint = MetricsEndpoint(store.render, parse_bind(self.config.metrics_bind))
+        self.metrics = store.slot(0)
+        endpoint.start()
+        self._metrics_endpoint = endpoint
+        log.info("metrics on %s", endpoint.url)
+
+    @property
+    def metrics_url(self) -> Optional[str]:
+        """Where this server's own metrics endpoint answers (None: it serves none)."""
+        return self._metrics_endpoint.url if self._metrics_endpoint is not None else None
 
     @property
     def addresses(self) -> List[Any]:
@@ -243,6 +291,9 @@ class Server:
             conn.gsock.sock.close()
         self.connections.clear()
         self.hub.close()
+        if self._metrics_endpoint is not None:
+            self._metrics_endpoint.close()
+        self._access.close()
 
     def _close_listener(self, listener: Listener) -> None:
         if listener.gsock is not None:
@@ -259,7 +310,8 @@ class Server:
 
     def _listener_environ(self, listener: Listener) -> Dict[str, Any]:
         env = base_environ(
-            listener.server_name, listener.server_port, url_scheme=self.config.url_scheme,
+            listener.server_name, listener.server_port,
+            url_scheme="https" if listener.tls else self.config.url_scheme,
             script_name=self.config.root_path.rstrip("/"), multiprocess=False, software=SOFTWARE,
         )
         env["greenserve.statistics"] = self.statistics  # for /stats pages and health checks
@@ -295,15 +347,19 @@ class Server:
         if client.family != socket.AF_UNIX:
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         remote = (peer[0], str(peer[1])) if isinstance(peer, tuple) else None
-        conn = Connection(self, client, listener.environ, remote)
+        conn = listener.make_connection(self, client, listener.environ, remote)
         self.connections[conn] = None
         self.stats.connections_total += 1
+        if self.metrics is not None:
+            self.metrics.connection_opened()
         conn.watch()
         self.idle_track(conn, kept=False)
 
     def connection_closed(self, conn: Connection) -> None:
         self.connections.pop(conn, None)
         self.idle_untrack(conn)
+        if self.metrics is not None:
+            self.metrics.connection_closed()
         if self._paused and len(self.connections) < self.config.max_connections:
             paused, self._paused = self._paused, []
             for listener in paused:
@@ -343,17 +399,26 @@ class Server:
     def request_started(self) -> None:
         self.stats.requests_total += 1
         self.stats.in_flight += 1
+        if self.metrics is not None:
+            self.metrics.request_started()
 
-    def request_finished(self, conn: Connection, request: Request, status: int) -> None:
+    def request_finished(self, conn: Connection, request: Request, status: int,
+                         environ: Dict[str, Any]) -> None:
         stats = self.stats
         stats.in_flight -= 1
         stats.by_class[status // 100 if 100 <= status < 600 else 0] += 1
-        if self._access.enabled:
-            self._access.write(conn, request, status)
+        if self.metrics is not None or self._access.enabled:
+            seconds = self.hub.time() - conn.started
+            if self.metrics is not None:
+                self.metrics.request_finished(status, seconds)
+            if self._access.enabled:
+                self._access.write(environ, request, status, conn.body_sent, seconds)
 
     def protocol_error(self, status: int) -> None:
         self.stats.protocol_errors += 1
         self.stats.by_class[status // 100] += 1
+        if self.metrics is not None:
+            self.metrics.protocol_error(status)
 
     def statistics(self) -> Dict[str, Any]:
         """Counters since start: connections, requests, responses by status class."""
@@ -370,44 +435,6 @@ class Server:
             "accept_errors": s.accept_errors,
             "draining": self.draining,
         }
-
-
-class _AccessLog:
-    """Apache combined log format, to stdout ('-') or a file, through the access logger."""
-
-    def __init__(self, target: str) -> None:
-        self.enabled = bool(target)
-        if not self.enabled:
-            return
-        if not access_log.handlers:
-            handler: logging.Handler = (
-                logging.StreamHandler(sys.stdout) if target == "-" else logging.FileHandler(target)
-            )
-            handler.setFormatter(logging.Formatter("%(message)s"))
-            access_log.addHandler(handler)
-            access_log.setLevel(logging.INFO)
-            access_log.propagate = False
-
-    def write(self, conn: Connection, request: Request, status: int) -> None:
-        headers = dict(request.headers)
-        line = '%s - - [%s] "%s %s HTTP/%s" %s %s "%s" "%s"' % (
-            conn.peer[0] if conn.peer else "-",
-            time.strftime("%d/%b/%Y:%H:%M:%S %z"),
-            _escape(request.method), _escape(request.target), request.http_version.decode(),
-            status or "-", conn.body_sent or "-",
-            _escape(headers.get(b"referer", b"-")), _escape(headers.get(b"user-agent", b"-")),
-        )
-        access_log.info(line)
-
-
-def _escape(value: bytes) -> str:
-    """Escape a request value for the log: quotes, backslashes and non-printables."""
-    text = value.decode("latin-1")
-    if text.isprintable() and '"' not in text and "\\" not in text and text.isascii():
-        return text
-    return "".join(
-        c if " " <= c < "\x7f" and c not in '"\\' else "\\x%02x" % ord(c) for c in text
-    )
 
 
 def _address_of(sock: socket.socket) -> BindAddress:

@@ -201,6 +201,32 @@ def test_targetapp_imports_nothing_of_greenserve():
     assert greenserve_imports(path) == set()
 
 
+# The modules of TLS, proxies, logs and metrics, and the only greenserve modules each may import:
+# the proxy parsers are pure; metrics must work in a supervisor with no hub; TLS sits on the
+# cooperative socket and knows nothing of connections or the server.
+BOUNDED = {
+    "greenserve.proxy": set(),
+    "greenserve.proxyproto": set(),
+    "greenserve.metrics": {"greenserve.errors", "greenserve.addresses"},
+    "greenserve.logs": {"greenserve.errors", "greenserve.h1"},
+    "greenserve.tls": {"greenserve.errors", "greenserve.gsocket", "greenserve.hub"},
+    "greenserve.preamble": {"greenserve.errors", "greenserve.gsocket", "greenserve.handler",
+                            "greenserve.tls", "greenserve.proxyproto", "greenserve.server"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(BOUNDED))
+def test_bounded_modules_import_only_what_they_may(name):
+    bad = greenserve_imports(all_modules()[name]) - BOUNDED[name]
+    assert not bad, f"{name} imports {sorted(bad)}"
+
+
+@pytest.mark.parametrize("name", ["greenserve.proxy", "greenserve.proxyproto"])
+def test_proxy_parsers_do_no_io(name):
+    forbidden = top_level(imports_of(all_modules()[name])) & IO_MODULES
+    assert not forbidden, f"{name} imports {sorted(forbidden)}"
+
+
 # -- typing -------------------------------------------------------------------------------------
 
 
