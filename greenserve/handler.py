@@ -45,21 +45,26 @@ _GONE = 0  # client_error status meaning "nothing can be sent any more"
 
 
 class DateCache:
-    """The Date and Server header lines, rebuilt at most once a second."""
+    """The Date and Server header lines. ``lines`` is an attribute, so reading it costs nothing
+    per response; the server calls ``refresh`` from a hub timer at every new second
+    (RFC 9110 6.6.1 asks for the best available approximation of the time)."""
 
-    __slots__ = ("_second", "_lines", "_server")
+    __slots__ = ("_second", "lines", "_server")
 
     def __init__(self, server_header: bytes) -> None:
         self._second = -1
-        self._lines = b""
+        self.lines = b""
         self._server = server_header
+        self.refresh()
 
-    def lines(self) -> bytes:
-        now = int(time.time())
-        if now != self._second:
-            self._second = now
-            self._lines = b"Date: %s\r\n%s" % (formatdate(now, usegmt=True).encode(), self._server)
-        return self._lines
+    def refresh(self) -> float:
+        """Rebuild the lines if the second changed. Returns seconds until the next second."""
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self.lines = b"Date: %s\r\n%s" % (formatdate(second, usegmt=True).encode(), self._server)
+        return 1.0 - (now - second)
 
 
 class Connection:
@@ -67,7 +72,7 @@ class Connection:
 
     __slots__ = (
         "server", "gsock", "h1", "base_env", "peer", "glet", "active", "started",
-        "response", "client_error", "body_sent", "closed",
+        "response", "client_error", "body_sent", "closed", "deadline",
     )
 
     def __init__(
@@ -86,6 +91,7 @@ class Connection:
         self.client_error: Optional[int] = None
         self.body_sent = 0
         self.closed = False
+        self.deadline = 0.0  # while idle: when the idle connection is closed
 
     # -- idle <-> active ----------------------------------------------------------------------
 
@@ -97,9 +103,7 @@ class Connection:
 
     def _on_readable(self) -> None:
         server = self.server
-        server.idle_untrack(self)
-        if not self.h1.buffered:
-            self.started = server.hub.time()
+        self.started = server.hub.time()
         self.active = True
         self.glet = server.hub.start_now(self.serve)
 
@@ -121,8 +125,9 @@ class Connection:
         """Answer requests until the connection goes idle or closes. Runs in its own greenlet."""
         try:
             if self._serve_requests():
+                server = self.server
+                self.deadline = server.hub.time() + server.config.keepalive_timeout
                 self.watch()
-                self.server.idle_track(self, kept=True)
                 return
         except Cancelled:
             self.close()
@@ -135,8 +140,9 @@ class Connection:
         """Returns True to keep the connection idle, False to close it."""
         conn = self.h1
         server = self.server
-        if not conn.buffered and not self._receive_head_bytes():
-            return False  # woken because bytes are there: read them before parsing nothing
+        # Woken because bytes are there (an idle connection holds no buffered bytes).
+        if not self._receive_head_bytes():
+            return False
         while True:
             try:
                 event = conn.next_event()
@@ -288,7 +294,7 @@ class Connection:
         close = self._must_close(response)
         response.headers_sent = True
         return self.h1.send_head(
-            response.status, response.reason, response.headers, self.server.dates.lines(),
+            response.status, response.reason, response.headers, self.server.dates.lines,
             length_hint=length_hint, close=close,
         )
 
@@ -319,7 +325,7 @@ class Connection:
                 response.headers_sent = True
                 data = self.h1.send_whole(
                     response.status, response.reason, response.headers,
-                    self.server.dates.lines(), body, close=close)
+                    self.server.dates.lines, body, close=close)
                 self.body_sent = len(body)
                 self._send(data)
                 return
@@ -423,7 +429,7 @@ class Connection:
         head = conn.send_response(
             status, reason.encode(), [(b"Content-Type", b"text/plain; charset=utf-8"),
                                       (b"Content-Length", b"%d" % len(body))],
-            self.server.dates.lines(), close=True,
+            self.server.dates.lines, close=True,
         )
         payload = head + conn.send_data(body) + conn.send_eom()
         if not wait:

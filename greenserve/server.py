@@ -147,8 +147,6 @@ class Server:
         self.connections: Dict[Connection, None] = {}
         self.draining = False
         self.stats = Stats()
-        self._idle_new: Dict[Connection, float] = {}
-        self._idle_kept: Dict[Connection, float] = {}
         self._paused: List[Listener] = []
         self._started = False
         self._serving = threading.Event()
@@ -239,6 +237,7 @@ class Server:
             hub.call_soon(self._watch_listener, listener)
         hub.call_soon(self._serving.set)
         hub.call_soon(self._schedule_sweep)
+        hub.call_soon(self._tick_date)
         try:
             hub.run()
         finally:
@@ -265,7 +264,7 @@ class Server:
         self.draining = True
         for listener in self.listeners:
             self._close_listener(listener)
-        for conn in list(self._idle_new) + list(self._idle_kept):
+        for conn in self.idle_connections():
             conn.close_idle()
         self.hub.spawn(self._drain, self.hub.time() + grace)
 
@@ -352,12 +351,11 @@ class Server:
         self.stats.connections_total += 1
         if self.metrics is not None:
             self.metrics.connection_opened()
+        conn.deadline = conn.started + self.config.header_timeout
         conn.watch()
-        self.idle_track(conn, kept=False)
 
     def connection_closed(self, conn: Connection) -> None:
         self.connections.pop(conn, None)
-        self.idle_untrack(conn)
         if self.metrics is not None:
             self.metrics.connection_closed()
         if self._paused and len(self.connections) < self.config.max_connections:
@@ -367,15 +365,13 @@ class Server:
 
     # -- idle connections ---------------------------------------------------------------------
 
-    def idle_track(self, conn: Connection, *, kept: bool) -> None:
-        if kept:
-            self._idle_kept[conn] = self.hub.time() + self.config.keepalive_timeout
-        else:
-            self._idle_new[conn] = conn.started + self.config.header_timeout
+    def idle_connections(self) -> List[Connection]:
+        """Connections that hold no greenlet: waiting for their first or next request."""
+        return [conn for conn in self.connections if not conn.active]
 
-    def idle_untrack(self, conn: Connection) -> None:
-        self._idle_kept.pop(conn, None)
-        self._idle_new.pop(conn, None)
+    def _tick_date(self) -> None:
+        """Keep the Date header current: refresh it at the start of every second."""
+        self.hub.call_later(self.dates.refresh() + 0.001, self._tick_date)
 
     def _schedule_sweep(self) -> None:
         config = self.config
@@ -383,15 +379,12 @@ class Server:
         self.hub.call_later(min(1.0, max(0.01, interval)), self._sweep)
 
     def _sweep(self) -> None:
+        """Close idle connections past their deadline. A scan of all connections (about a
+        millisecond per 10,000 idle ones) costs less than keeping an ordered
+        index up to date on every request."""
         now = self.hub.time()
-        for table in (self._idle_new, self._idle_kept):
-            expired = []
-            for conn, deadline in table.items():
-                if deadline > now:
-                    break
-                expired.append(conn)
-            for conn in expired:
-                conn.close_idle()
+        for conn in [c for c in self.connections if not c.active and c.deadline <= now]:
+            conn.close_idle()
         self._schedule_sweep()
 
     # -- accounting ---------------------------------------------------------------------------
@@ -426,7 +419,7 @@ class Server:
         return {
             "connections_total": s.connections_total,
             "connections_open": len(self.connections),
-            "connections_idle": len(self._idle_new) + len(self._idle_kept),
+            "connections_idle": len(self.idle_connections()),
             "requests_total": s.requests_total,
             "requests_in_flight": s.in_flight,
             "responses": {f"{i}xx": s.by_class[i] for i in range(1, 6)},

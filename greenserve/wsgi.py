@@ -68,6 +68,11 @@ def base_environ(
     }
 
 
+_PROTOCOLS = {b"1.1": "HTTP/1.1", b"1.0": "HTTP/1.0"}
+_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")}
+_MISSING = "?"  # not a valid environ key: marks a header name not seen before
+
+
 def request_environ(
     base: Environ, remote: Optional[Tuple[str, str]], request: Request, wsgi_input: "Input"
 ) -> Environ:
@@ -76,9 +81,10 @@ def request_environ(
     env = base.copy()
     if remote is not None:
         env["REMOTE_ADDR"], env["REMOTE_PORT"] = remote
-    target = request.target
+    method, raw_target, version, headers = request
+    target = raw_target
     authority = None
-    if target[:1] != b"/" and target != b"*" and request.method != b"CONNECT":
+    if target[:1] != b"/" and target != b"*" and method != b"CONNECT":
         authority, target = _split_absolute_form(target)
     path, _, query = target.partition(b"?")
     script_name = env["SCRIPT_NAME"]
@@ -87,29 +93,29 @@ def request_environ(
         root = script_name.encode("latin-1")
         if path == root or path.startswith(root + b"/"):
             path = path[len(root):]
-    path_info = (unquote_to_bytes(path) if b"%" in path else path).decode("latin-1")
-    env["REQUEST_METHOD"] = request.method.decode("latin-1")
-    env["PATH_INFO"] = path_info
+    env["REQUEST_METHOD"] = _METHODS.get(method) or method.decode("latin-1")
+    env["PATH_INFO"] = (unquote_to_bytes(path) if path.find(b"%") >= 0 else path).decode("latin-1")
     env["QUERY_STRING"] = query.decode("latin-1")
-    env["RAW_URI"] = env["REQUEST_URI"] = request.target.decode("latin-1")
-    env["SERVER_PROTOCOL"] = "HTTP/" + request.http_version.decode("latin-1")
+    env["RAW_URI"] = env["REQUEST_URI"] = raw_target.decode("latin-1")
+    env["SERVER_PROTOCOL"] = _PROTOCOLS[version]
     env["wsgi.input"] = wsgi_input
+    keys = _HEADER_KEYS
+    for name, value in headers:
+        key = keys.get(name, _MISSING)
+        if key is _MISSING:
+            key = _environ_key(name)
+        if key is None:
+            continue
+        if key in env and key[:5] == "HTTP_":
+            # RFC 9110 5.3: repeated fields combine with ", "; cookies combine with "; "
+            # (RFC 6265 5.4 sends one Cookie field, and "," is not a cookie separator).
+            env[key] = env[key] + ("; " if key == "HTTP_COOKIE" else ", ") + value.decode("latin-1")
+        else:
+            env[key] = value.decode("latin-1")
     if authority is not None:
         # RFC 9112 3.2.2: with an absolute-form target, the server MUST ignore Host and use
         # the target's authority.
         env["HTTP_HOST"] = authority.decode("latin-1")
-    for name, value in request.headers:
-        key = _environ_key(name)
-        if key == "HTTP_HOST" and authority is not None:
-            continue
-        if key is None:
-            continue
-        text = value.decode("latin-1")
-        if key in env and key.startswith("HTTP_"):
-            # RFC 9110 5.3: repeated fields combine with ", "; cookies combine with "; "
-            # (RFC 6265 5.4 sends one Cookie field, and "," is not a cookie separator).
-            text = env[key] + ("; " if key == "HTTP_COOKIE" else ", ") + text
-        env[key] = text
     return env
 
 
