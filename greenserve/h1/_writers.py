@@ -85,9 +85,13 @@ def plan_framing(
     status: int, head_request: bool, peer_http11: bool, content_length: Optional[int],
     length_hint: Optional[int],
 ) -> tuple[int, int]:
-    """Decide the framing of a response body. Returns (mode, length)."""
-    if head_request or status < 200 or status in (204, 304):
-        return NO_BODY, 0
+    """Decide the framing of a response body. Returns (mode, length). For a HEAD request the
+    length is the body's length if known (the GET response would carry it as Content-Length,
+    RFC 9110 9.3.2), else -1."""
+    if status < 200 or status in (204, 304):
+        return NO_BODY, -1
+    if head_request:
+        return NO_BODY, -1 if length_hint is None or content_length is not None else length_hint
     if content_length is not None:
         return LENGTH, content_length
     if length_hint is not None:
@@ -130,6 +134,9 @@ def build_head(
             fields += b"Content-Length: %d\r\n" % length
     elif mode == CHUNKED:
         fields += b"Transfer-Encoding: chunked\r\n"
+    elif mode == NO_BODY and length >= 0:
+        # HEAD: the Content-Length a GET would have had (RFC 9110 9.3.2, 8.6).
+        fields += b"Content-Length: %d\r\n" % length
     if app.has_date or app.has_server:
         default_lines = _without_app_fields(default_lines, app)
     if not keep_alive:
