@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 import socket
-import stat
 import sys
 import threading
 import time
@@ -27,11 +25,11 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from ._version import __version__
 from .addresses import BindAddress, parse_bind
 from .config import Config
-from .errors import ConfigError
 from .gsocket import GreenSocket
 from .h1 import Limits, Request
 from .handler import Connection, DateCache
 from .hub import Hub
+from .sockets import OwnedPath, bind_address, socket_url
 from .wsgi import base_environ
 
 log = logging.getLogger("greenserve.error")
@@ -44,9 +42,12 @@ SOFTWARE = f"greenserve/{__version__}"
 class Listener:
     """A bound, listening socket and the environ keys its connections share."""
 
-    def __init__(self, sock: socket.socket, address: BindAddress) -> None:
+    def __init__(self, sock: socket.socket, address: BindAddress,
+                 owned: Optional[OwnedPath] = None) -> None:
         self.sock = sock
         self.address = address
+        self.owned = owned  # a unix path this server created, removed when it closes
+        self.url = socket_url(sock)
         self.gsock: Optional[GreenSocket] = None
         self.environ: Dict[str, Any] = {}
         if sock.family == socket.AF_UNIX:
@@ -54,58 +55,6 @@ class Listener:
         else:
             host, port = sock.getsockname()[:2]
             self.server_name, self.server_port = host, str(port)
-
-    @property
-    def url(self) -> str:
-        if self.address.kind == "unix":
-            return "unix:" + self.address.host
-        host = self.server_name
-        return f"http://[{host}]:{self.server_port}" if ":" in host else f"http://{host}:{self.server_port}"
-
-
-def bind_listener(address: BindAddress, backlog: int) -> Listener:
-    """Create, bind and listen. Raises ConfigError naming the address on failure."""
-    try:
-        if address.kind == "unix":
-            sock = _bind_unix(address.host)
-        else:
-            infos = socket.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM,
-                                       flags=socket.AI_PASSIVE)
-            family, _, _, _, sockaddr = infos[0]
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind(sockaddr)
-            except BaseException:
-                sock.close()
-                raise
-        sock.listen(backlog)
-        sock.setblocking(False)
-    except OSError as exc:
-        raise ConfigError("bind", f"cannot listen on {address}: {exc.strerror or exc}") from None
-    return Listener(sock, address)
-
-
-def _bind_unix(path: str) -> socket.socket:
-    if os.path.exists(path):
-        if not stat.S_ISSOCK(os.stat(path).st_mode):
-            raise OSError(errno.EEXIST, f"{path} exists and is not a socket")
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(path)
-        except ConnectionRefusedError:
-            os.unlink(path)  # stale: nobody listens on it
-        else:
-            raise OSError(errno.EADDRINUSE, "address already in use")
-        finally:
-            probe.close()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.bind(path)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
 
 
 class Stats:
@@ -153,7 +102,8 @@ class Server:
     # -- lifecycle ----------------------------------------------------------------------------
 
     def start(self, sockets: Optional[List[socket.socket]] = None) -> None:
-        """Bind every listener (or adopt ``sockets``). After it, ``addresses`` is known."""
+        """Bind every listener, or adopt ``sockets`` (listening sockets that stay the caller's:
+        it removes their unix paths). After it, ``addresses`` is known. Raises ConfigError."""
         if self._started:
             return
         try:
@@ -163,7 +113,9 @@ class Server:
                     self.listeners.append(Listener(sock, _address_of(sock)))
             else:
                 for text in self.config.bind:
-                    self.listeners.append(bind_listener(parse_bind(text), self.config.backlog))
+                    address = parse_bind(text)
+                    sock, owned, _ = bind_address(address, self.config)
+                    self.listeners.append(Listener(sock, address, owned))
         except BaseException:
             for listener in self.listeners:
                 listener.sock.close()
@@ -249,18 +201,16 @@ class Server:
             listener.gsock.close()
         else:
             listener.sock.close()
-        if listener.address.kind == "unix":
-            try:
-                os.unlink(listener.address.host)
-            except OSError:
-                pass
+        if listener.owned is not None:
+            listener.owned.remove()
 
     # -- accepting ----------------------------------------------------------------------------
 
     def _listener_environ(self, listener: Listener) -> Dict[str, Any]:
         env = base_environ(
             listener.server_name, listener.server_port, url_scheme=self.config.url_scheme,
-            script_name=self.config.root_path.rstrip("/"), multiprocess=False, software=SOFTWARE,
+            script_name=self.config.root_path.rstrip("/"), multiprocess=self.config.prefork,
+            software=SOFTWARE,
         )
         env["greenserve.statistics"] = self.statistics  # for /stats pages and health checks
         env["greenserve.sleep"] = self.hub.sleep  # a cooperative sleep(seconds) for pure WSGI apps
