@@ -36,6 +36,7 @@ log = logging.getLogger("greenserve.error")
 access_log = logging.getLogger("greenserve.access")
 ACCEPT_BATCH = 64
 _ACCEPT_BACKOFF = (0.05, 1.0)
+NEW_CONNECTION_GRACE = 1.0  # on stop: how long a connection that has sent nothing may wait
 SOFTWARE = f"greenserve/{__version__}"
 
 
@@ -169,8 +170,13 @@ class Server:
         self.draining = True
         for listener in self.listeners:
             self._close_listener(listener)
-        for conn in list(self._idle_new) + list(self._idle_kept):
+        for conn in list(self._idle_kept):
             conn.close_idle()
+        # A new connection's first request is on its way (the client has just connected):
+        # answer it, with Connection: close, unless it is not there within a moment.
+        cutoff = self.hub.time() + min(grace, NEW_CONNECTION_GRACE)
+        for conn, deadline in self._idle_new.items():
+            self._idle_new[conn] = min(deadline, cutoff)
         self.hub.spawn(self._drain, self.hub.time() + grace)
 
     def _drain(self, deadline: float) -> None:

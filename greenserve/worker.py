@@ -2,8 +2,8 @@
 
 Strategy for a worker (everything after ``fork()`` happens in ``worker_main``):
 - It starts with no hub (DESIGN.md: fork before any hub exists). It drops the supervisor's
-  signal handlers, registers ``faulthandler`` for SIGABRT (a supervisor that finds it stuck
-  sends SIGABRT, and the stack goes to stderr), then imports the app. The supervisor never
+  signal handlers, enables ``faulthandler`` (a supervisor that finds it stuck sends SIGABRT:
+  the stack goes to stderr and the worker ends), then imports the app. The supervisor never
   imports the app, so every new worker, and every reload, runs the code now on disk.
 - It builds its own Server and hub on the inherited listeners (or, with ``reuse_port``, on
   listeners of its own) and runs until SIGTERM (drain) or SIGQUIT (at once).
@@ -117,7 +117,7 @@ def _boot_and_serve(config: Config, load: Callable[[], App], bound: BoundSockets
     signal.signal(signal.SIGTERM, _exit_now)  # until serving: nothing to drain yet
     signal.signal(signal.SIGQUIT, _exit_now)
     signal.pthread_sigmask(signal.SIG_SETMASK, set())  # the supervisor forks with them blocked
-    faulthandler.register(signal.SIGABRT, all_threads=True, chain=False)
+    faulthandler.enable(all_threads=True)  # SIGABRT (and a crash) dumps every stack to stderr
     try:
         app = load()
     except AppImportError as exc:
@@ -192,9 +192,11 @@ class _Heartbeat:
         self.server = server
         self.channel = channel
         timeout = config.worker_timeout
-        self.interval = min(1.0, max(0.05, timeout / 4)) if timeout > 0 else 1.0
+        self.beat_every = min(1.0, max(0.05, timeout / 4)) if timeout > 0 else 1.0
         jitter = random.randint(0, config.max_requests_jitter)
         self.limit = config.max_requests + jitter if config.max_requests > 0 else 0
+        self.interval = min(self.beat_every, 0.1) if self.limit else self.beat_every
+        self.next_beat = 0.0
         self.stopping = False
 
     def start(self) -> None:
@@ -203,7 +205,11 @@ class _Heartbeat:
 
     def tick(self) -> None:
         server = self.server
-        if not self.channel.send(".") and not self.stopping:
+        now = server.hub.time()
+        beat = now >= self.next_beat
+        if beat:
+            self.next_beat = now + self.beat_every
+        if beat and not self.channel.send(".") and not self.stopping:
             log.warning("the supervisor is gone; this worker stops")
             self._stop()
         elif self.limit and not self.stopping and server.stats.requests_total >= self.limit:
