@@ -316,9 +316,10 @@ def run() -> Iterator[Callable[..., Proc]]:
 
 
 def run_to_end(*args: str, env: Optional[dict] = None, timeout: float = 30,
-               **popen: Any) -> subprocess.CompletedProcess:
+               prefix: Sequence[str] = (), **popen: Any) -> subprocess.CompletedProcess:
+    """Run ``python -m greenserve *args`` to its end (``prefix`` as for Proc)."""
     popen.setdefault("cwd", ROOT)
     return subprocess.run(
-        [sys.executable, "-m", "greenserve", *args], capture_output=True, text=True,
+        [*prefix, sys.executable, "-m", "greenserve", *args], capture_output=True, text=True,
         timeout=timeout, env={**os.environ, **(env or {})}, **popen,
     )

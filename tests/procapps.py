@@ -1,7 +1,7 @@
 """Apps for the process tests, imported by the server's worker processes as tests.procapps.
 
-``app`` answers by path: ``/`` who served (pid, worker index, generation, wsgi.multiprocess) as
-JSON; ``/slow?S`` the same after S seconds of cooperative sleep; ``/stuck?S`` blocks the whole
+``app`` answers by path: ``/`` who served (pid, worker index, generation, wsgi.multiprocess,
+REMOTE_ADDR) as JSON; ``/slow?S`` the same after S seconds of cooperative sleep; ``/stuck?S`` blocks the whole
 event loop for S seconds (a plain time.sleep); ``/die`` ends the worker process on the spot.
 """
 
@@ -29,6 +29,7 @@ def app(environ, start_response):
         "index": worker.index if worker else None,
         "generation": worker.generation if worker else None,
         "multiprocess": environ["wsgi.multiprocess"],
+        "remote": environ.get("REMOTE_ADDR"),
     }).encode()
     start_response("200 OK", [("Content-Type", "application/json")])
     return [body]
