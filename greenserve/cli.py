@@ -93,8 +93,8 @@ def config_and_origins(args: argparse.Namespace, environ: Mapping[str, str]
     for name in names:
         given = getattr(args, name)
         if given is not None:
-            from_flags[name] = (",".join(given) if isinstance(given, list) else given,
-                                flag_name(name))
+            flag = flag_name(name) if given is not False else "--no-" + flag_name(name)[2:]
+            from_flags[name] = (",".join(given) if isinstance(given, list) else given, flag)
     config = Config.from_layers(from_file, from_env, from_flags)
     origins = {name: origin for layer in (from_file, from_env, from_flags)
                for name, (_, origin) in layer.items()}

@@ -31,7 +31,7 @@ def read_config_file(path: str) -> Dict[str, Setting]:
             data = tomllib.load(file)
     except OSError as exc:
         raise ConfigError("--config", f"cannot read {path}: {exc.strerror or exc}") from None
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError("--config", f"{path} is not valid TOML: {exc}") from None
     return {key: (value, f"{path}: {key}") for key, value in data.items()}
 

@@ -344,3 +344,17 @@ def test_in_process_mode_has_no_worker_and_ignores_sighup(run):
     assert who(url)["pid"] == proc.pid
     proc.send(signal.SIGQUIT)
     assert proc.proc.wait(10) == 0
+
+
+def test_reload_option_restarts_the_workers_when_a_source_file_changes(run, tmp_path):
+    write_app(tmp_path, "v1")
+    env = {"PYTHONPATH": str(tmp_path), "PYTHONDONTWRITEBYTECODE": "1"}
+    proc, url = start_supervisor(run, "--reload", env=env, app="reloadme:app", workers=1)
+    assert who_says(url) == b"v1"
+    source = tmp_path / "reloadme.py"
+    write_app(tmp_path, "v2")
+    stamp = source.stat().st_mtime + 2  # as an editor saving a little later would leave it
+    os.utime(source, (stamp, stamp))
+    proc.wait_for(re.compile(r"reloadme\.py changed: reloading"))
+    assert wait_until(lambda: who_says(url) == b"v2", timeout=20)
+    assert proc.stop() == 0
