@@ -28,12 +28,13 @@ import selectors
 import signal
 import sys
 import time
-from typing import Any, Callable, Dict, Iterator, List, Optional, Set
+from typing import Any, Callable, Dict, List, Optional
 
 from .config import Config
 from .errors import ConfigError
 from .sockets import BoundSockets, open_listeners
 from .systemd import Notifier
+from .pool import Pool, WorkerProc
 from .worker import EXIT_CRASH, App, WorkerInfo, log_listening, run_in_process, worker_main
 
 log = logging.getLogger("greenserve.error")
@@ -43,25 +44,7 @@ TICK = 0.5  # longest sleep of the loop: deadlines are checked at least this oft
 KILL_MARGIN = 5.0  # seconds past graceful_timeout before a draining worker is killed
 ABORT_GRACE = 1.0  # seconds for a stuck worker to print its stack before SIGKILL
 IMMEDIATE_GRACE = 2.0  # seconds for SIGQUIT to end a worker before SIGKILL
-STABLE_AFTER = 10.0  # a worker ready this long resets its index's run of deaths
-RESPAWN_BASE, RESPAWN_MAX = 0.5, 30.0
 RELOAD_POLL = 1.0  # seconds between checks of the app's source files (--reload)
-
-
-def respawn_delay(deaths_in_a_row: int) -> float:
-    """Seconds before replacing a worker that died unasked: none the first time, then 0.5, 1,
-    2, 4 ... up to 30 while its replacements keep dying before they have served for a while."""
-    if deaths_in_a_row <= 1:
-        return 0.0
-    return min(RESPAWN_MAX, RESPAWN_BASE * float(2 ** (deaths_in_a_row - 2)))
-
-
-def lowest_free(used: Set[int]) -> int:
-    """The lowest index not in ``used``."""
-    index = 0
-    while index in used:
-        index += 1
-    return index
 
 
 class RunState:
@@ -70,25 +53,6 @@ class RunState:
 
     def __init__(self, bound: BoundSockets) -> None:
         self.bound = bound
-
-
-class WorkerProc:
-    """The supervisor's view of one worker process."""
-
-    def __init__(self, info: WorkerInfo, pid: int, fd: int, now: float) -> None:
-        self.info = info
-        self.pid = pid
-        self.fd: Optional[int] = fd  # read end of its pipe; None after EOF
-        self.buffer = b""
-        self.started = self.last_beat = now
-        self.ready_at: Optional[float] = None
-        self.retiring = False  # asked to go (or going by itself): not to be replaced
-        self.kill_at: Optional[float] = None  # SIGKILL then, if still alive
-        self.aborted = False
-        self.app_error: Optional[str] = None
-
-    def __repr__(self) -> str:
-        return f"worker {self.info.index} (pid {self.pid})"
 
 
 class Supervisor:
@@ -100,12 +64,10 @@ class Supervisor:
         self.load = load
         self.bound = bound
         self.notifier = notifier
-        self.workers: Dict[int, WorkerProc] = {}  # by pid
-        self.wanted: Set[int] = set(range(config.workers))
+        self.pool = Pool(config.workers)
+        self.workers = self.pool.workers  # by pid
         self.generation = 0
         self.reload_generation: Optional[int] = None  # the generation being started
-        self.deaths: Dict[int, int] = {}  # index -> deaths in a row
-        self.respawn_at: Dict[int, float] = {}
         self.stopping: Optional[str] = None  # "graceful" or "immediate"
         self.fatal: Optional[str] = None
         self.announced_ready = False
@@ -127,7 +89,7 @@ class Supervisor:
         previous = {sig: signal.signal(sig, self._on_signal) for sig in HANDLED}
         try:
             self._state = self._create_run_state()
-            log.info("supervisor %d starting %d workers", os.getpid(), len(self.wanted))
+            log.info("supervisor %d starting %d workers", os.getpid(), len(self.pool.wanted))
             while not (self.stopping and not self.workers):
                 self._wait()
                 now = time.monotonic()
@@ -159,8 +121,9 @@ class Supervisor:
 
     def _wait(self) -> None:
         timeout = TICK
-        if self.respawn_at:
-            timeout = min(timeout, max(0.0, min(self.respawn_at.values()) - time.monotonic()))
+        due = self.pool.next_due()
+        if due is not None:
+            timeout = min(timeout, max(0.0, due - time.monotonic()))
         for key, _ in self._selector.select(timeout):
             if key.data is None:
                 while _read_nowait(self._wake_r):
@@ -192,9 +155,8 @@ class Supervisor:
             elif signum == signal.SIGHUP:
                 self._begin_reload("SIGHUP")
             elif signum == signal.SIGTTIN and not self.stopping:
-                index = lowest_free(self.wanted)
-                self.wanted.add(index)
-                log.info("adding worker %d (now %d)", index, len(self.wanted))
+                index = self.pool.grow()
+                log.info("adding worker %d (now %d)", index, len(self.pool.wanted))
             elif signum == signal.SIGTTOU and not self.stopping:
                 self._remove_one()
 
@@ -215,25 +177,18 @@ class Supervisor:
             self._signal(worker, sig)
             worker.retiring = True
             worker.kill_at = min(worker.kill_at or now + grace, now + grace)
-        self.respawn_at.clear()
+        self.pool.respawn_at.clear()
 
     def _remove_one(self) -> None:
-        if len(self.wanted) <= 1:
+        index = self.pool.shrink()
+        if index is None:
             log.warning("SIGTTOU ignored: one worker is the least")
             return
-        index = max(self.wanted)
-        self.wanted.discard(index)
-        log.info("removing worker %d (now %d)", index, len(self.wanted))
-        self.respawn_at.pop(index, None)
-        for worker in self._live(index):
+        log.info("removing worker %d (now %d)", index, len(self.pool.wanted))
+        for worker in self.pool.live(index):
             self._retire(worker)
 
     # -- workers ------------------------------------------------------------------------------
-
-    def _live(self, index: int) -> Iterator[WorkerProc]:
-        """The workers at ``index`` that are not retiring."""
-        return (w for w in list(self.workers.values())
-                if w.info.index == index and not w.retiring)
 
     def _spawn(self, index: int) -> None:
         info = WorkerInfo(index, self.reload_generation or self.generation)
@@ -287,12 +242,7 @@ class Supervisor:
         """Start a worker for every wanted index that has none (once its back-off is over)."""
         if self.stopping:
             return
-        for index in sorted(self.wanted):
-            if any(True for _ in self._live(index)):
-                continue
-            if self.respawn_at.get(index, 0.0) > now:
-                continue
-            self.respawn_at.pop(index, None)
+        for index in self.pool.due(now):
             self._spawn(index)
 
     def _read_worker(self, worker: WorkerProc) -> None:
@@ -332,24 +282,17 @@ class Supervisor:
         """Tell systemd when every wanted index first has a ready worker; finish a reload
         when every index has a ready worker of the new generation."""
         generation = self.reload_generation
-        if generation is not None and self._all_ready(generation):
+        if generation is not None and self.pool.all_ready(generation):
             for worker in list(self.workers.values()):
                 if worker.info.generation < generation:
                     self._retire(worker)
             self.generation, self.reload_generation = generation, None
             log.info("reload done: generation %d serves", generation)
             self.notifier.notify("READY=1")
-        elif not self.announced_ready and self._all_ready(None):
+        elif not self.announced_ready and self.pool.all_ready():
             self.announced_ready = True
             self.notifier.notify("READY=1")
-            log.info("all %d workers are ready", len(self.wanted))
-
-    def _all_ready(self, generation: Optional[int]) -> bool:
-        return all(
-            any(w.ready_at is not None and generation in (None, w.info.generation)
-                for w in self._live(index))
-            for index in self.wanted
-        )
+            log.info("all %d workers are ready", len(self.pool.wanted))
 
     # -- deaths and deadlines -----------------------------------------------------------------
 
@@ -381,22 +324,16 @@ class Supervisor:
         if worker.info.generation == self.reload_generation:
             self._abort_reload(worker.app_error or f"a new worker {how}")
             return
-        if worker.app_error is not None and not any(
-                w.ready_at is not None and not w.retiring for w in self.workers.values()):
+        if worker.app_error is not None and not self.pool.serving():
             self.fatal = worker.app_error
             self._stop("graceful")
             return
-        index = worker.info.index
-        stable = worker.ready_at is not None and now - worker.ready_at >= STABLE_AFTER
-        deaths = 1 if stable else self.deaths.get(index, 0) + 1
-        self.deaths[index] = deaths
-        delay = respawn_delay(deaths)
         if worker.app_error is not None:
-            log.error("worker %d cannot load the app: %s", index, worker.app_error)
+            log.error("%r cannot load the app: %s", worker, worker.app_error)
+        delay = self.pool.died(worker, now)
         if delay > 0:
-            log.warning("replacing worker %d in %.1f s (%d deaths in a row)", index, delay,
-                        deaths)
-            self.respawn_at[index] = now + delay
+            log.warning("replacing worker %d in %.1f s (%d deaths in a row)", worker.info.index,
+                        delay, self.pool.deaths[worker.info.index])
 
     def _check_deadlines(self, now: float) -> None:
         timeout = self.config.worker_timeout
@@ -423,9 +360,9 @@ class Supervisor:
             return
         self.reload_generation = self.generation + 1
         self.notifier.notify("RELOADING=1")
-        log.info("%s: reloading, starting %d new workers", why, len(self.wanted))
-        for index in sorted(self.wanted):
-            self.respawn_at.pop(index, None)
+        log.info("%s: reloading, starting %d new workers", why, len(self.pool.wanted))
+        for index in sorted(self.pool.wanted):
+            self.pool.respawn_at.pop(index, None)
             self._spawn(index)
 
     def _abort_reload(self, reason: str) -> None:

@@ -59,11 +59,11 @@ def current_worker() -> Optional[WorkerInfo]:
 
 
 def run_in_process(config: Config, load: Callable[[], App], app_name: str,
-                   notifier: Notifier, sockets: Optional[BoundSockets] = None) -> int:
+                   notifier: Notifier) -> int:
     """Serve in this process until a stop signal. Returns the exit status. Raises
     AppImportError or ConfigError before serving."""
     app = load()
-    bound = sockets if sockets is not None else open_listeners(config, os.environ)
+    bound = open_listeners(config, os.environ)
     try:
         server = Server(app, config)
         server.start(sockets=bound.sockets)

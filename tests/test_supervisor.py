@@ -17,7 +17,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from conftest import wait_until
-from greenserve.supervisor import lowest_free, respawn_delay
+from greenserve.pool import Pool, WorkerProc, lowest_free, respawn_delay
+from greenserve.worker import WorkerInfo
 
 APP = "tests.procapps:app"
 READY = re.compile(r"worker (\d+) \(pid (\d+)\) is ready")
@@ -95,6 +96,31 @@ def test_lowest_free_index():
     assert lowest_free(set()) == 0
     assert lowest_free({0, 1, 3}) == 2
     assert lowest_free({1, 2}) == 0
+
+
+def test_pool_indices_back_off_and_readiness():
+    pool = Pool(2)
+    assert pool.due(0.0) == [0, 1]
+    first = pool.workers[100] = WorkerProc(WorkerInfo(0, 0), 100, -1, 0.0)
+    pool.workers[101] = WorkerProc(WorkerInfo(1, 0), 101, -1, 0.0)
+    assert pool.due(0.0) == [] and not pool.all_ready() and not pool.serving()
+    first.ready_at = 1.0
+    assert pool.serving() and not pool.all_ready()
+    pool.workers[101].ready_at = 1.0
+    assert pool.all_ready() and not pool.all_ready(generation=1)
+    # deaths in a row at index 0: at once, then 0.5 s, then 1 s; a stable life starts over
+    del pool.workers[100]
+    assert pool.died(first, 2.0) == 0.0 and pool.due(2.0) == [0]
+    assert pool.died(WorkerProc(WorkerInfo(0, 0), 102, -1, 2.0), 3.0) == 0.5
+    assert pool.due(3.0) == [] and pool.next_due() == 3.5 and pool.due(3.5) == [0]
+    assert pool.died(WorkerProc(WorkerInfo(0, 0), 103, -1, 3.5), 4.0) == 1.0
+    steady = WorkerProc(WorkerInfo(0, 0), 104, -1, 5.0)
+    steady.ready_at = 5.0
+    assert pool.died(steady, 60.0) == 0.0
+    # SIGTTIN takes the lowest free index, SIGTTOU the highest, never the last
+    assert pool.grow() == 2 and pool.wanted == {0, 1, 2}
+    assert pool.shrink() == 2 and pool.shrink() == 1 and pool.shrink() is None
+    assert pool.wanted == {0} and pool.grow() == 1
 
 
 # -- serving, dying, coming back ----------------------------------------------------------------
