@@ -190,30 +190,45 @@ class Supervisor:
 
     # -- workers ------------------------------------------------------------------------------
 
-    def _spawn(self, index: int) -> None:
+    def _spawn(self, index: int) -> bool:
+        """Fork a worker for ``index``. Returns False if the system refused (out of processes
+        or memory): the index is tried again a second later."""
         info = WorkerInfo(index, self.reload_generation or self.generation)
-        read_fd, write_fd = os.pipe()
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
+        try:
+            read_fd, write_fd = os.pipe()
+        except OSError as exc:
+            return self._spawn_failed(index, exc)
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
         try:
             pid = os.fork()
-            if pid == 0:  # the child: never returns into the supervisor's code
-                try:
-                    os.close(read_fd)
-                    self._close_in_child()
-                    assert self._state is not None
-                    worker_main(info, self.config, self.load, self._state.bound, write_fd)
-                finally:
-                    os._exit(EXIT_CRASH)
-        finally:
+        except OSError as exc:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+            os.close(read_fd)
+            os.close(write_fd)
+            return self._spawn_failed(index, exc)
+        if pid == 0:  # the child: never returns into the supervisor's code
+            try:
+                os.close(read_fd)
+                self._close_in_child()
+                assert self._state is not None
+                worker_main(info, self.config, self.load, self._state.bound, write_fd)
+            finally:
+                os._exit(EXIT_CRASH)
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)  # (the child unblocks its own)
         os.close(write_fd)
         os.set_blocking(read_fd, False)
         worker = WorkerProc(info, pid, read_fd, time.monotonic())
         self.workers[pid] = worker
         self._selector.register(read_fd, selectors.EVENT_READ, worker)
         log.info("started %r, generation %d", worker, info.generation)
+        return True
+
+    def _spawn_failed(self, index: int, exc: OSError) -> bool:
+        log.error("cannot start worker %d: %s; trying again in 1 s", index, exc)
+        self.pool.respawn_at[index] = time.monotonic() + 1.0
+        return False
 
     def _close_in_child(self) -> None:
         """In a new child: drop the supervisor's own descriptors (its copies of the other
@@ -363,7 +378,9 @@ class Supervisor:
         log.info("%s: reloading, starting %d new workers", why, len(self.pool.wanted))
         for index in sorted(self.pool.wanted):
             self.pool.respawn_at.pop(index, None)
-            self._spawn(index)
+            if not self._spawn(index):
+                self._abort_reload("a new worker could not be started")
+                return
 
     def _abort_reload(self, reason: str) -> None:
         generation = self.reload_generation

@@ -187,7 +187,7 @@ def slow_requests(url: str, count: int, seconds: float) -> Tuple[List[threading.
 
 def test_sigterm_under_load_finishes_in_flight_refuses_new_and_exits_0(run):
     proc, url = start_supervisor(run)
-    threads, results = slow_requests(url, 8, 3.0)
+    threads, results = slow_requests(url, 8, 4.0)
     proc.wait_for(re.compile("slow request started"), count=8)
     proc.send(signal.SIGTERM)
     assert wait_until(lambda: refused(url), timeout=10), "listeners still open"
@@ -384,3 +384,28 @@ def test_reload_option_restarts_the_workers_when_a_source_file_changes(run, tmp_
     proc.wait_for(re.compile(r"reloadme\.py changed: reloading"))
     assert wait_until(lambda: who_says(url) == b"v2", timeout=20)
     assert proc.stop() == 0
+
+
+def test_a_refused_fork_is_tried_again_later(monkeypatch):
+    """fork() failing (EAGAIN: out of processes) cannot be provoked for root, so it is faked."""
+    import errno
+
+    from greenserve.config import Config
+    from greenserve.sockets import BoundSockets
+    from greenserve.supervisor import Supervisor
+    from greenserve.systemd import Notifier
+
+    supervisor = Supervisor(Config(workers=2), lambda: who, BoundSockets(), Notifier({}))
+
+    def refuse() -> int:
+        raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(os, "fork", refuse)
+    try:
+        before = time.monotonic()
+        assert supervisor._spawn(1) is False
+        assert not supervisor.workers
+        assert supervisor.pool.respawn_at[1] >= before + 1.0
+        assert supervisor.pool.due(before) == [0]  # index 1 waits for its second
+    finally:
+        supervisor._close()
