@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from conftest import wait_until
+from conftest import Reader, wait_until
 from greenserve.pool import Pool, WorkerProc, lowest_free, respawn_delay
 from greenserve.worker import WorkerInfo
 
@@ -96,6 +96,26 @@ def test_lowest_free_index():
     assert lowest_free(set()) == 0
     assert lowest_free({0, 1, 3}) == 2
     assert lowest_free({1, 2}) == 0
+
+
+def test_max_requests_jitter_spreads_the_limits():
+    from greenserve.config import Config
+    from greenserve.server import Server
+    from greenserve.worker import _Channel, _Heartbeat
+
+    config = Config(max_requests=100, max_requests_jitter=50)
+    server = Server(who, config)
+    try:
+        limits = [_Heartbeat(server, _Channel(-1), config).limit for _ in range(40)]
+    finally:
+        server.hub.close()
+    assert all(100 <= limit <= 150 for limit in limits) and len(set(limits)) > 5
+    plain = Config(max_requests=7)
+    server = Server(who, plain)
+    try:
+        assert _Heartbeat(server, _Channel(-1), plain).limit == 7
+    finally:
+        server.hub.close()
 
 
 def test_pool_indices_back_off_and_readiness():
@@ -187,10 +207,17 @@ def slow_requests(url: str, count: int, seconds: float) -> Tuple[List[threading.
 
 def test_sigterm_under_load_finishes_in_flight_refuses_new_and_exits_0(run):
     proc, url = start_supervisor(run)
+    parts = urlsplit(url)
+    idle = socket.create_connection((parts.hostname, parts.port), timeout=10)
+    idle.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    idle_reader = Reader(idle)
+    assert idle_reader.read_response().status == 200  # now an idle keep-alive connection
     threads, results = slow_requests(url, 8, 4.0)
     proc.wait_for(re.compile("slow request started"), count=8)
     proc.send(signal.SIGTERM)
     assert wait_until(lambda: refused(url), timeout=10), "listeners still open"
+    assert idle_reader.at_eof(5), "the idle keep-alive connection was not closed"
+    idle.close()
     assert any(t.is_alive() for t in threads), "refusal came only after the drain"
     for thread in threads:
         thread.join(30)
