@@ -251,9 +251,9 @@ class Server:
         if client.family != socket.AF_UNIX:
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         remote = (peer[0], str(peer[1])) if isinstance(peer, tuple) else None
-        if client.family == socket.AF_INET6 and peer[0].startswith("::ffff:") and "." in peer[0]:
+        if remote is not None and remote[0].startswith("::ffff:") and "." in remote[0]:
             # IPv4 on a dual-stack [::] listener: the mapped address (RFC 4291 2.5.5.2)
-            remote = (peer[0][7:], str(peer[1]))
+            remote = (remote[0][7:], remote[1])
         conn = Connection(self, client, listener.environ, remote)
         self.connections[conn] = None
         self.stats.connections_total += 1
