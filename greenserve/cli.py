@@ -20,6 +20,7 @@ from ._version import __version__
 from .config import ENV_PREFIX, Config, Setting, env_name, flag_name
 from .configfile import read_config_file, render_toml
 from .errors import AppImportError, ConfigError
+from .logs import configure_logging
 from .supervisor import run
 
 log = logging.getLogger("greenserve.error")
@@ -139,16 +140,6 @@ def load_app(spec: str) -> Callable[..., Any]:
     return obj  # type: ignore[no-any-return]
 
 
-def setup_logging(level: str) -> None:
-    root = logging.getLogger("greenserve")
-    if not root.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(
-            "[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s", "%Y-%m-%d %H:%M:%S %z"))
-        root.addHandler(handler)
-    root.setLevel(level.upper())
-
-
 def _fail(message: str) -> int:
     sys.stderr.write(f"greenserve: error: {message}\n")
     return 2
@@ -167,7 +158,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     if args.app is None and not args.check_config:
         parser.error("the WSGI app is missing: greenserve [options] MODULE:APP")
-    setup_logging(config.log_level)
+    try:
+        configure_logging(config.log_level, config.log_config)
+    except ConfigError as exc:
+        return _fail(str(exc))
     spec: str = args.app or ""
     try:
         if args.check_config:

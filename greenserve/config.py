@@ -100,6 +100,42 @@ def _scheme(value: str) -> Optional[str]:
     return None if value in ("http", "https") else "must be http or https"
 
 
+def _one_of(*choices: str) -> Callable[[str], Optional[str]]:
+    def check(value: str) -> Optional[str]:
+        return None if value in choices else "must be one of " + ", ".join(choices)
+    return check
+
+
+def _metrics_bind(value: str) -> Optional[str]:
+    if not value:
+        return None
+    from .addresses import parse_bind
+
+    try:
+        address = parse_bind(value)
+    except ValueError as exc:
+        return str(exc)
+    return None if address.kind == "tcp" else "must be HOST:PORT or [IPV6]:PORT"
+
+
+def _proxy_binds(value: Tuple[str, ...]) -> Optional[str]:
+    return _binds(value) if value else None
+
+
+def _networks(value: Tuple[str, ...]) -> Optional[str]:
+    """Each item an IP address, a CIDR network or '*'."""
+    import ipaddress
+
+    for item in value:
+        if item == "*":
+            continue
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            return f"{item!r} is not an IP address, a CIDR network (10.0.0.0/8) or '*'"
+    return None
+
+
 _TYPES: Dict[str, Any] = {
     "int": int, "float": (int, float), "str": str, "bool": bool, "Tuple[str, ...]": tuple,
 }
@@ -209,8 +245,43 @@ class Config:
     log_level: str = option("info", "error log level: " + ", ".join(LOG_LEVELS),
                             check=_log_level, metavar="LEVEL")
     access_log: str = option(
-        "", "access log (Apache combined format): '-' for stdout, a file path, or empty/'off'",
-        metavar="TARGET")
+        "", "access log: '-' for stdout, a file path, or empty/'off'", metavar="TARGET")
+    access_log_format: str = option(
+        "combined", "access log format: combined (Apache) or json (one object per line)",
+        check=_one_of("combined", "json"), metavar="FORMAT")
+    log_config: str = option(
+        "", "logging configuration file (.json: logging.config.dictConfig, else an ini file for "
+        "fileConfig); it decides the error and access logs' handlers and levels",
+        metavar="PATH")
+    metrics_bind: str = option(
+        "", "HOST:PORT to serve Prometheus metrics on (GET /metrics); empty: no metrics",
+        check=_metrics_bind, metavar="ADDRESS")
+    certfile: str = option(
+        "", "PEM certificate (chain) file: serve HTTPS (TLS 1.2 or later) on every listener",
+        metavar="PATH")
+    keyfile: str = option(
+        "", "PEM private key file of --certfile (default: the key is in --certfile)",
+        metavar="PATH")
+    ca_certs: str = option(
+        "", "PEM file of CA certificates that client certificates are verified against",
+        metavar="PATH")
+    cert_reqs: str = option(
+        "none", "client certificates (mutual TLS): none, optional (verified if sent) or "
+        "required", check=_one_of("none", "optional", "required"), metavar="MODE")
+    ciphers: str = option(
+        "", "OpenSSL cipher list for TLS 1.2 (default: OpenSSL's secure defaults)",
+        metavar="CIPHERS")
+    forwarded_allow_ips: Tuple[str, ...] = option(
+        ("127.0.0.1", "::1"), "peers (IPs, CIDR networks, or '*') whose Forwarded and "
+        "X-Forwarded-* headers are applied; from other peers those headers are removed",
+        parse=parse_list, check=_networks, metavar="NETWORKS", repeat=True)
+    proxy_count: int = option(
+        1, "how many trusted proxies append to Forwarded / X-Forwarded-For: the client is the "
+        "Nth address from the right", parse=int, check=_positive, metavar="N")
+    proxy_protocol_bind: Tuple[str, ...] = option(
+        (), "extra address to listen on whose connections begin with a PROXY protocol v1 or v2 "
+        "header (repeat for several)", parse=parse_list, check=_proxy_binds, metavar="ADDRESS",
+        repeat=True)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):

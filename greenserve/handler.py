@@ -27,7 +27,7 @@ from .errors import (
     Cancelled, ClientDisconnected, ClientError, LocalProtocolError, RemoteProtocolError,
 )
 from .gsocket import GreenSocket
-from .wsgi import FileWrapper, Input, Response, request_environ, single_body
+from .wsgi import EMPTY_INPUT, FileWrapper, Input, Response, request_environ, single_body
 
 if TYPE_CHECKING:
     from .server import Server
@@ -45,21 +45,26 @@ _GONE = 0  # client_error status meaning "nothing can be sent any more"
 
 
 class DateCache:
-    """The Date and Server header lines, rebuilt at most once a second."""
+    """The Date and Server header lines. ``lines`` is an attribute, so reading it costs nothing
+    per response; the server calls ``refresh`` from a hub timer at every new second
+    (RFC 9110 6.6.1 asks for the best available approximation of the time)."""
 
-    __slots__ = ("_second", "_lines", "_server")
+    __slots__ = ("_second", "lines", "_server")
 
     def __init__(self, server_header: bytes) -> None:
         self._second = -1
-        self._lines = b""
+        self.lines = b""
         self._server = server_header
+        self.refresh()
 
-    def lines(self) -> bytes:
-        now = int(time.time())
-        if now != self._second:
-            self._second = now
-            self._lines = b"Date: %s\r\n%s" % (formatdate(now, usegmt=True).encode(), self._server)
-        return self._lines
+    def refresh(self) -> float:
+        """Rebuild the lines if the second changed. Returns seconds until the next second."""
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self.lines = b"Date: %s\r\n%s" % (formatdate(second, usegmt=True).encode(), self._server)
+        return 1.0 - (now - second)
 
 
 class Connection:
@@ -67,7 +72,7 @@ class Connection:
 
     __slots__ = (
         "server", "gsock", "h1", "base_env", "peer", "glet", "active", "started",
-        "response", "client_error", "body_sent", "closed",
+        "response", "client_error", "body_sent", "closed", "deadline",
     )
 
     def __init__(
@@ -86,6 +91,7 @@ class Connection:
         self.client_error: Optional[int] = None
         self.body_sent = 0
         self.closed = False
+        self.deadline = 0.0  # while idle: when the idle connection is closed
 
     # -- idle <-> active ----------------------------------------------------------------------
 
@@ -97,9 +103,7 @@ class Connection:
 
     def _on_readable(self) -> None:
         server = self.server
-        server.idle_untrack(self)
-        if not self.h1.buffered:
-            self.started = server.hub.time()
+        self.started = server.hub.time()
         self.active = True
         self.glet = server.hub.start_now(self.serve)
 
@@ -121,8 +125,9 @@ class Connection:
         """Answer requests until the connection goes idle or closes. Runs in its own greenlet."""
         try:
             if self._serve_requests():
+                server = self.server
+                self.deadline = server.hub.time() + server.config.keepalive_timeout
                 self.watch()
-                self.server.idle_track(self, kept=True)
                 return
         except Cancelled:
             self.close()
@@ -135,8 +140,9 @@ class Connection:
         """Returns True to keep the connection idle, False to close it."""
         conn = self.h1
         server = self.server
-        if not conn.buffered and not self._receive_head_bytes():
-            return False  # woken because bytes are there: read them before parsing nothing
+        # Woken because bytes are there (an idle connection holds no buffered bytes).
+        if not self._receive_head_bytes():
+            return False
         while True:
             try:
                 event = conn.next_event()
@@ -157,6 +163,7 @@ class Connection:
                 return True
             # A pipelined request is waiting: let the other connections have a turn first.
             server.hub.yield_now()
+            server.hub.new_context()
             self.started = server.hub.time()
 
     def _receive_head_bytes(self) -> bool:
@@ -175,11 +182,16 @@ class Connection:
     def _handle(self, request: h1.Request) -> bool:
         """Run the app for one request. Returns whether the connection may be kept."""
         server = self.server
-        server.hub.new_context()
+        conn = self.h1
         response = self.response = Response(self._emit)
         self.client_error = None
         self.body_sent = 0
-        environ = request_environ(self.base_env, self.peer, request, Input(self._read_chunk))
+        environ = request_environ(self.base_env, self.peer, request,
+                                  Input(self._read_chunk) if conn.body_pending else EMPTY_INPUT)
+        if ("HTTP_X_FORWARDED_FOR" in environ or "HTTP_FORWARDED" in environ
+                or "HTTP_X_FORWARDED_PROTO" in environ or "HTTP_X_FORWARDED_HOST" in environ
+                or "HTTP_X_FORWARDED_PORT" in environ):  # proxy.PROXY_KEYS
+            server.proxies.apply(environ, self.peer)  # applied if trusted, else removed
         server.request_started()
         result: Optional[Iterable[bytes]] = None
         try:
@@ -190,15 +202,15 @@ class Connection:
                 if result is not None and hasattr(result, "close"):
                     self._close_result(result)
         except BaseException as exc:  # noqa: B902 - every outcome is decided in _fail
-            server.request_finished(self, request, self._fail(exc, response))
+            server.request_finished(self, request, self._fail(exc, response), environ)
             if isinstance(exc, Cancelled):
                 raise
             return False
-        server.request_finished(self, request, response.status)
-        if self.h1.response_overflowed:
+        server.request_finished(self, request, response.status, environ)
+        if conn.response_overflowed:
             log.error("app sent more body than its Content-Length; the surplus was dropped")
             return False
-        return self.h1.keep_alive and self._drain_body()
+        return conn.keep_alive and (not conn.body_pending or self._drain_body())
 
     def _close_result(self, result: Any) -> None:
         try:
@@ -263,22 +275,28 @@ class Connection:
 
     # -- response -----------------------------------------------------------------------------
 
-    def _start_head(self, response: Response, length_hint: Optional[int]) -> bytes:
+    def _must_close(self, response: Response) -> bool:
+        """Check the response may start; returns whether the connection must close after it.
+        Raises ClientError (the request failed) or LocalProtocolError (no start_response)."""
         if self.client_error is not None:
             raise ClientError("the request failed; the app's response is not sent")
         if not response.status:
             raise LocalProtocolError("the app sent a body before calling start_response", 500)
         conn = self.h1
-        close = self.server.draining
-        if conn.body_pending and not close:
+        if self.server.draining:
+            return True
+        if conn.body_pending:
             remaining = conn.body_remaining
-            close = remaining is not None and remaining > self.server.config.max_drain_bytes
-        head = conn.send_response(
-            response.status, response.reason, response.headers, self.server.dates.lines(),
+            return remaining is not None and remaining > self.server.config.max_drain_bytes
+        return False
+
+    def _start_head(self, response: Response, length_hint: Optional[int]) -> bytes:
+        close = self._must_close(response)
+        response.headers_sent = True
+        return self.h1.send_head(
+            response.status, response.reason, response.headers, self.server.dates.lines,
             length_hint=length_hint, close=close,
         )
-        response.headers_sent = True
-        return head
 
     def _emit(self, data: bytes) -> None:
         """Send a body piece (PEP 3333: the head goes out with the first non-empty piece)."""
@@ -301,6 +319,16 @@ class Connection:
     def _send_result(self, response: Response, result: Iterable[bytes]) -> None:
         body = single_body(result)
         if body is not None and not response.headers_sent:
+            if len(body) <= _SMALL:
+                # The common case: head, body and end in one buffer and one send.
+                close = self._must_close(response)
+                response.headers_sent = True
+                data = self.h1.send_whole(
+                    response.status, response.reason, response.headers,
+                    self.server.dates.lines, body, close=close)
+                self.body_sent = len(body)
+                self._send(data)
+                return
             head = self._start_head(response, len(body))
             payload = self.h1.send_data(body)
             self.body_sent = len(payload)
@@ -401,7 +429,7 @@ class Connection:
         head = conn.send_response(
             status, reason.encode(), [(b"Content-Type", b"text/plain; charset=utf-8"),
                                       (b"Content-Length", b"%d" % len(body))],
-            self.server.dates.lines(), close=True,
+            self.server.dates.lines, close=True,
         )
         payload = head + conn.send_data(body) + conn.send_eom()
         if not wait:

@@ -186,7 +186,13 @@ class Hub:
                     self._set_mask(key.fd, entry, entry.mask & ~EVENT_READ)
                 else:
                     entry.reader = None
-                    self._resume(who)
+                    if type(who) is _Waiter:
+                        who.wake(Wake.READY)
+                    else:
+                        try:
+                            who()  # a one-shot watch callback
+                        except Exception:
+                            log.exception("error in a hub callback %r", who)
             if mask & EVENT_WRITE:
                 who = entry.writer
                 if who is None:

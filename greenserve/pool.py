@@ -13,6 +13,7 @@ from typing import Dict, Iterator, List, Optional, Set
 
 from .worker import WorkerInfo
 
+MIN_CAPACITY = 64  # the most workers SIGTTIN may reach: 64, or 4 x --workers if more
 STABLE_AFTER = 10.0  # a worker ready this long resets its index's run of deaths
 RESPAWN_BASE, RESPAWN_MAX = 0.5, 30.0
 
@@ -58,6 +59,7 @@ class Pool:
     def __init__(self, count: int) -> None:
         self.workers: Dict[int, WorkerProc] = {}
         self.wanted: Set[int] = set(range(count))
+        self.capacity = max(MIN_CAPACITY, 4 * count)  # indices are below it (metrics slots)
         self.deaths: Dict[int, int] = {}  # index -> deaths in a row
         self.respawn_at: Dict[int, float] = {}  # index -> not before this time
 
@@ -103,9 +105,12 @@ class Pool:
             self.respawn_at[index] = now + delay
         return delay
 
-    def grow(self) -> int:
-        """Want one more worker, at the lowest free index. Returns the index."""
+    def grow(self) -> Optional[int]:
+        """Want one more worker, at the lowest free index. Returns the index, or None at
+        ``capacity``."""
         index = lowest_free(self.wanted)
+        if index >= self.capacity:
+            return None
         self.wanted.add(index)
         return index
 

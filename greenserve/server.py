@@ -17,9 +17,7 @@ from __future__ import annotations
 import errno
 import logging
 import socket
-import sys
 import threading
-import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ._version import __version__
@@ -29,11 +27,15 @@ from .gsocket import GreenSocket
 from .h1 import Limits, Request
 from .handler import Connection, DateCache
 from .hub import Hub
-from .sockets import OwnedPath, bind_address, socket_url
+from .logs import AccessLog
+from .metrics import MetricsEndpoint, MetricsSlot, MetricsStore
+from .preamble import Factory, connection_factory
+from .proxy import ProxyHeaders
+from .tls import make_context
+from .sockets import OwnedPath, bind_address
 from .wsgi import base_environ
 
 log = logging.getLogger("greenserve.error")
-access_log = logging.getLogger("greenserve.access")
 ACCEPT_BATCH = 64
 _ACCEPT_BACKOFF = (0.05, 1.0)
 NEW_CONNECTION_GRACE = 1.0  # on stop: how long a connection that has sent nothing may wait
@@ -48,14 +50,30 @@ class Listener:
         self.sock = sock
         self.address = address
         self.owned = owned  # a unix path this server created, removed when it closes
-        self.url = socket_url(sock)
         self.gsock: Optional[GreenSocket] = None
         self.environ: Dict[str, Any] = {}
+        self.tls = False  # set by Server.start: TLS on this listener
+        self.proxy_protocol = False  # connections begin with a PROXY protocol header
+        self.make_connection: Factory = Connection
         if sock.family == socket.AF_UNIX:
             self.server_name, self.server_port = "localhost", "80"
         else:
             host, port = sock.getsockname()[:2]
             self.server_name, self.server_port = host, str(port)
+
+    @property
+    def url(self) -> str:
+        if self.address.kind == "unix":
+            return "unix:" + self.address.host
+        host = self.server_name
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://[{host}]:{self.server_port}" if ":" in host else f"{scheme}://{host}:{self.server_port}"
+
+
+def bind_listener(address: BindAddress, config: Config) -> Listener:
+    """Create, bind and listen (see sockets.py). Raises ConfigError naming the address."""
+    sock, owned, _ = bind_address(address, config)
+    return Listener(sock, address, owned)
 
 
 class Stats:
@@ -91,22 +109,31 @@ class Server:
         self.connections: Dict[Connection, None] = {}
         self.draining = False
         self.stats = Stats()
-        self._idle_new: Dict[Connection, float] = {}
-        self._idle_kept: Dict[Connection, float] = {}
         self._paused: List[Listener] = []
         self._started = False
         self._serving = threading.Event()
         self._stopped = threading.Event()
         self._thread: Optional[int] = None
-        self._access = _AccessLog(config.access_log)
+        self.proxies = ProxyHeaders(config.forwarded_allow_ips, config.proxy_count)
+        # Counters for Prometheus: set a slot of a shared store before start() (a supervisor's
+        # worker), or start() makes one when metrics_bind is set. See metrics.py.
+        self.metrics: Optional[MetricsSlot] = None
+        self._metrics_endpoint: Optional[MetricsEndpoint] = None
+        self._access = AccessLog("")
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    def start(self, sockets: Optional[List[socket.socket]] = None) -> None:
-        """Bind every listener, or adopt ``sockets`` (listening sockets that stay the caller's:
-        it removes their unix paths). After it, ``addresses`` is known. Raises ConfigError."""
+    def start(self, sockets: Optional[List[socket.socket]] = None,
+              proxy_sockets: Optional[List[socket.socket]] = None) -> None:
+        """Bind every listener (or adopt ``sockets``, and ``proxy_sockets`` as listeners whose
+        connections begin with a PROXY header: a supervisor binds both in its parent; adopted
+        sockets stay the caller's, who removes their unix paths). After it, ``addresses`` is
+        known. Raises ConfigError."""
         if self._started:
             return
+        config = self.config
+        context = make_context(config.certfile, config.keyfile, config.ca_certs,
+                               config.cert_reqs, config.ciphers)
         try:
             if sockets is not None:
                 for sock in sockets:
@@ -114,15 +141,44 @@ class Server:
                     self.listeners.append(Listener(sock, _address_of(sock)))
             else:
                 for text in self.config.bind:
-                    address = parse_bind(text)
-                    sock, owned, _ = bind_address(address, self.config)
-                    self.listeners.append(Listener(sock, address, owned))
+                    self.listeners.append(bind_listener(parse_bind(text), config))
+            for text in config.proxy_protocol_bind if sockets is None else ():
+                listener = bind_listener(parse_bind(text), config)
+                listener.proxy_protocol = True
+                self.listeners.append(listener)
+            for sock in proxy_sockets or ():
+                sock.setblocking(False)
+                listener = Listener(sock, _address_of(sock))
+                listener.proxy_protocol = True
+                self.listeners.append(listener)
+            for listener in self.listeners:
+                listener.tls = context is not None
+                listener.make_connection = connection_factory(context, listener.proxy_protocol)
+            self._start_metrics()
         except BaseException:
             for listener in self.listeners:
                 listener.sock.close()
             self.listeners = []
             raise
+        self._access = AccessLog(config.access_log, config.access_log_format,
+                                 from_config=bool(config.log_config))
         self._started = True
+
+    def _start_metrics(self) -> None:
+        """With metrics_bind and no slot given: a one-slot store, served from a thread."""
+        if not self.config.metrics_bind or self.metrics is not None:
+            return
+        store = MetricsStore.create(1)
+        endpoint = MetricsEndpoint(store.render, parse_bind(self.config.metrics_bind))
+        self.metrics = store.slot(0)
+        endpoint.start()
+        self._metrics_endpoint = endpoint
+        log.info("metrics on %s", endpoint.url)
+
+    @property
+    def metrics_url(self) -> Optional[str]:
+        """Where this server's own metrics endpoint answers (None: it serves none)."""
+        return self._metrics_endpoint.url if self._metrics_endpoint is not None else None
 
     @property
     def addresses(self) -> List[Any]:
@@ -144,6 +200,7 @@ class Server:
             hub.call_soon(self._watch_listener, listener)
         hub.call_soon(self._serving.set)
         hub.call_soon(self._schedule_sweep)
+        hub.call_soon(self._tick_date)
         try:
             hub.run()
         finally:
@@ -170,13 +227,15 @@ class Server:
         self.draining = True
         for listener in self.listeners:
             self._close_listener(listener)
-        for conn in list(self._idle_kept):
-            conn.close_idle()
         # A new connection's first request is on its way (the client has just connected):
-        # answer it, with Connection: close, unless it is not there within a moment.
+        # answer it, with Connection: close, unless it is not there within a moment. A kept-alive
+        # one is closed now: its client must be ready to retry (RFC 9112 9.3.1).
         cutoff = self.hub.time() + min(grace, NEW_CONNECTION_GRACE)
-        for conn, deadline in self._idle_new.items():
-            self._idle_new[conn] = min(deadline, cutoff)
+        for conn in self.idle_connections():
+            if conn.response is None:
+                conn.deadline = min(conn.deadline, cutoff)
+            else:
+                conn.close_idle()
         self.hub.spawn(self._drain, self.hub.time() + grace)
 
     def _drain(self, deadline: float) -> None:
@@ -201,6 +260,9 @@ class Server:
             conn.gsock.sock.close()
         self.connections.clear()
         self.hub.close()
+        if self._metrics_endpoint is not None:
+            self._metrics_endpoint.close()
+        self._access.close()
 
     def _close_listener(self, listener: Listener) -> None:
         if listener.gsock is not None:
@@ -214,7 +276,8 @@ class Server:
 
     def _listener_environ(self, listener: Listener) -> Dict[str, Any]:
         env = base_environ(
-            listener.server_name, listener.server_port, url_scheme=self.config.url_scheme,
+            listener.server_name, listener.server_port,
+            url_scheme="https" if listener.tls else self.config.url_scheme,
             script_name=self.config.root_path.rstrip("/"), multiprocess=self.config.prefork,
             software=SOFTWARE,
         )
@@ -254,15 +317,18 @@ class Server:
         if remote is not None and remote[0].startswith("::ffff:") and "." in remote[0]:
             # IPv4 on a dual-stack [::] listener: the mapped address (RFC 4291 2.5.5.2)
             remote = (remote[0][7:], remote[1])
-        conn = Connection(self, client, listener.environ, remote)
+        conn = listener.make_connection(self, client, listener.environ, remote)
         self.connections[conn] = None
         self.stats.connections_total += 1
+        if self.metrics is not None:
+            self.metrics.connection_opened()
+        conn.deadline = conn.started + self.config.header_timeout
         conn.watch()
-        self.idle_track(conn, kept=False)
 
     def connection_closed(self, conn: Connection) -> None:
         self.connections.pop(conn, None)
-        self.idle_untrack(conn)
+        if self.metrics is not None:
+            self.metrics.connection_closed()
         if self._paused and len(self.connections) < self.config.max_connections:
             paused, self._paused = self._paused, []
             for listener in paused:
@@ -270,15 +336,13 @@ class Server:
 
     # -- idle connections ---------------------------------------------------------------------
 
-    def idle_track(self, conn: Connection, *, kept: bool) -> None:
-        if kept:
-            self._idle_kept[conn] = self.hub.time() + self.config.keepalive_timeout
-        else:
-            self._idle_new[conn] = conn.started + self.config.header_timeout
+    def idle_connections(self) -> List[Connection]:
+        """Connections that hold no greenlet: waiting for their first or next request."""
+        return [conn for conn in self.connections if not conn.active]
 
-    def idle_untrack(self, conn: Connection) -> None:
-        self._idle_kept.pop(conn, None)
-        self._idle_new.pop(conn, None)
+    def _tick_date(self) -> None:
+        """Keep the Date header current: refresh it at the start of every second."""
+        self.hub.call_later(self.dates.refresh() + 0.001, self._tick_date)
 
     def _schedule_sweep(self) -> None:
         config = self.config
@@ -286,15 +350,12 @@ class Server:
         self.hub.call_later(min(1.0, max(0.01, interval)), self._sweep)
 
     def _sweep(self) -> None:
+        """Close idle connections past their deadline. A scan of all connections (about a
+        millisecond per 10,000 idle ones) costs less than keeping an ordered
+        index up to date on every request."""
         now = self.hub.time()
-        for table in (self._idle_new, self._idle_kept):
-            expired = []
-            for conn, deadline in table.items():
-                if deadline > now:
-                    break
-                expired.append(conn)
-            for conn in expired:
-                conn.close_idle()
+        for conn in [c for c in self.connections if not c.active and c.deadline <= now]:
+            conn.close_idle()
         self._schedule_sweep()
 
     # -- accounting ---------------------------------------------------------------------------
@@ -302,17 +363,26 @@ class Server:
     def request_started(self) -> None:
         self.stats.requests_total += 1
         self.stats.in_flight += 1
+        if self.metrics is not None:
+            self.metrics.request_started()
 
-    def request_finished(self, conn: Connection, request: Request, status: int) -> None:
+    def request_finished(self, conn: Connection, request: Request, status: int,
+                         environ: Dict[str, Any]) -> None:
         stats = self.stats
         stats.in_flight -= 1
         stats.by_class[status // 100 if 100 <= status < 600 else 0] += 1
-        if self._access.enabled:
-            self._access.write(conn, request, status)
+        if self.metrics is not None or self._access.enabled:
+            seconds = self.hub.time() - conn.started
+            if self.metrics is not None:
+                self.metrics.request_finished(status, seconds)
+            if self._access.enabled:
+                self._access.write(environ, request, status, conn.body_sent, seconds)
 
     def protocol_error(self, status: int) -> None:
         self.stats.protocol_errors += 1
         self.stats.by_class[status // 100] += 1
+        if self.metrics is not None:
+            self.metrics.protocol_error(status)
 
     def statistics(self) -> Dict[str, Any]:
         """Counters since start: connections, requests, responses by status class."""
@@ -320,7 +390,7 @@ class Server:
         return {
             "connections_total": s.connections_total,
             "connections_open": len(self.connections),
-            "connections_idle": len(self._idle_new) + len(self._idle_kept),
+            "connections_idle": len(self.idle_connections()),
             "requests_total": s.requests_total,
             "requests_in_flight": s.in_flight,
             "responses": {f"{i}xx": s.by_class[i] for i in range(1, 6)},
@@ -329,44 +399,6 @@ class Server:
             "accept_errors": s.accept_errors,
             "draining": self.draining,
         }
-
-
-class _AccessLog:
-    """Apache combined log format, to stdout ('-') or a file, through the access logger."""
-
-    def __init__(self, target: str) -> None:
-        self.enabled = bool(target)
-        if not self.enabled:
-            return
-        if not access_log.handlers:
-            handler: logging.Handler = (
-                logging.StreamHandler(sys.stdout) if target == "-" else logging.FileHandler(target)
-            )
-            handler.setFormatter(logging.Formatter("%(message)s"))
-            access_log.addHandler(handler)
-            access_log.setLevel(logging.INFO)
-            access_log.propagate = False
-
-    def write(self, conn: Connection, request: Request, status: int) -> None:
-        headers = dict(request.headers)
-        line = '%s - - [%s] "%s %s HTTP/%s" %s %s "%s" "%s"' % (
-            conn.peer[0] if conn.peer else "-",
-            time.strftime("%d/%b/%Y:%H:%M:%S %z"),
-            _escape(request.method), _escape(request.target), request.http_version.decode(),
-            status or "-", conn.body_sent or "-",
-            _escape(headers.get(b"referer", b"-")), _escape(headers.get(b"user-agent", b"-")),
-        )
-        access_log.info(line)
-
-
-def _escape(value: bytes) -> str:
-    """Escape a request value for the log: quotes, backslashes and non-printables."""
-    text = value.decode("latin-1")
-    if text.isprintable() and '"' not in text and "\\" not in text and text.isascii():
-        return text
-    return "".join(
-        c if " " <= c < "\x7f" and c not in '"\\' else "\\x%02x" % ord(c) for c in text
-    )
 
 
 def _address_of(sock: socket.socket) -> BindAddress:

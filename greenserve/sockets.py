@@ -51,21 +51,26 @@ class BoundSockets:
     """The listening sockets of one run, and the unix paths to remove when it ends."""
 
     def __init__(self) -> None:
-        self.sockets: List[socket.socket] = []
+        self.sockets: List[socket.socket] = []  # --bind (or socket activation)
+        self.proxy_sockets: List[socket.socket] = []  # --proxy-protocol-bind
         self.owned: List[OwnedPath] = []
         self.activated = False  # from systemd socket activation
-        self.listening: List[bool] = []  # False: bound for SO_REUSEPORT, workers listen
+        self.listening: List[bool] = []  # per socket: False if bound for SO_REUSEPORT only
 
-    def add(self, sock: socket.socket, owned: Optional[OwnedPath], listening: bool) -> None:
-        self.sockets.append(sock)
-        self.listening.append(listening)
+    def add(self, sock: socket.socket, owned: Optional[OwnedPath], listening: bool,
+            proxy: bool = False) -> None:
+        if proxy:
+            self.proxy_sockets.append(sock)
+        else:
+            self.sockets.append(sock)
+            self.listening.append(listening)
         if owned is not None:
             self.owned.append(owned)
 
     def close(self, *, remove_paths: bool = True) -> None:
         """Close every socket (in this process); remove owned unix paths unless told not to
-        (a forked worker closes its copies but leaves the paths to the parent)."""
-        for sock in self.sockets:
+        (a supervisor closes its copies at the start of a stop, and the paths at its end)."""
+        for sock in self.sockets + self.proxy_sockets:
             sock.close()
         if remove_paths:
             for owned in self.owned:
@@ -74,20 +79,21 @@ class BoundSockets:
 
 def open_listeners(config: Config, environ: Optional[MutableMapping[str, str]] = None
                    ) -> BoundSockets:
-    """Open the listeners ``config`` asks for; with ``environ``, socket activation found there
-    takes the place of ``config.bind``. Raises ConfigError naming ``bind`` (or LISTEN_FDS)."""
+    """Open the listeners ``config`` asks for (``bind``, ``proxy_protocol_bind``); with
+    ``environ``, socket activation found there takes the place of ``bind``. Raises ConfigError
+    naming ``bind`` (or LISTEN_FDS)."""
     bound = BoundSockets()
     try:
         fds = listen_fds(environ) if environ is not None else []
-        if fds:
-            bound.activated = True
-            for fd in fds:
-                bound.add(_adopt_fd(fd, config.backlog, f"LISTEN_FDS (fd {fd})"), None, True)
-            return bound
+        bound.activated = bool(fds)
+        for fd in fds:
+            bound.add(_adopt_fd(fd, config.backlog, f"LISTEN_FDS (fd {fd})"), None, True)
         hold_only = config.reuse_port and config.prefork
-        for text in config.bind:
-            sock, owned, listening = bind_address(parse_bind(text), config, hold_only)
-            bound.add(sock, owned, listening)
+        for text in () if fds else config.bind:
+            bound.add(*bind_address(parse_bind(text), config, hold_only))
+        for text in config.proxy_protocol_bind:
+            sock, owned, _ = bind_address(parse_bind(text), config)
+            bound.add(sock, owned, True, proxy=True)
     except BaseException:
         bound.close()
         raise
@@ -199,11 +205,11 @@ def _adopt_fd(fd: int, backlog: int, name: str) -> socket.socket:
     return sock
 
 
-def socket_url(sock: socket.socket) -> str:
+def socket_url(sock: socket.socket, scheme: str = "http") -> str:
     """How a listener is shown: http://HOST:PORT, http://[IPV6]:PORT or unix:PATH."""
     name = sock.getsockname()
     if sock.family == socket.AF_UNIX:
         path = name.decode("utf-8", "replace") if isinstance(name, bytes) else name
         return "unix:" + (path.replace("\0", "@", 1) if path.startswith("\0") else path)
     host, port = name[:2]
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"

@@ -34,8 +34,12 @@ from .config import Config
 from .errors import ConfigError
 from .sockets import BoundSockets, open_listeners
 from .systemd import Notifier
+from .addresses import parse_bind
+from .metrics import MetricsEndpoint, MetricsStore
 from .pool import Pool, WorkerProc
-from .worker import EXIT_CRASH, App, WorkerInfo, log_listening, run_in_process, worker_main
+from .worker import (
+    EXIT_CRASH, App, RunState, WorkerInfo, log_listening, preflight, run_in_process, worker_main,
+)
 
 log = logging.getLogger("greenserve.error")
 HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGTTIN,
@@ -45,14 +49,6 @@ KILL_MARGIN = 5.0  # seconds past graceful_timeout before a draining worker is k
 ABORT_GRACE = 1.0  # seconds for a stuck worker to print its stack before SIGKILL
 IMMEDIATE_GRACE = 2.0  # seconds for SIGQUIT to end a worker before SIGKILL
 RELOAD_POLL = 1.0  # seconds between checks of the app's source files (--reload)
-
-
-class RunState:
-    """What every worker inherits from the run: made once, before the first fork. Shared
-    memory for counters summed over workers belongs here too (one slot per worker index)."""
-
-    def __init__(self, bound: BoundSockets) -> None:
-        self.bound = bound
 
 
 class Supervisor:
@@ -109,8 +105,16 @@ class Supervisor:
         return 0
 
     def _create_run_state(self) -> RunState:
-        """The one place for per-run state shared with workers: runs once, before any fork."""
-        return RunState(self.bound)
+        """The one place for per-run state shared with workers: runs once, before any fork.
+        With metrics_bind: a shared-memory block with a slot per worker index (as many as
+        SIGTTIN may ever add), summed by an endpoint this process serves. Raises ConfigError."""
+        if not self.config.metrics_bind:
+            return RunState(self.bound)
+        store = MetricsStore.create(self.pool.capacity)
+        endpoint = MetricsEndpoint(store.render, parse_bind(self.config.metrics_bind))
+        endpoint.start()
+        log.info("metrics on %s", endpoint.url)
+        return RunState(self.bound, store, endpoint)
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self._signals.append(signum)
@@ -138,6 +142,8 @@ class Supervisor:
                 os.close(worker.fd)
         os.close(self._wake_r)
         os.close(self._wake_w)
+        if self._state is not None:
+            self._state.close()  # the metrics endpoint, the listeners
         self.bound.close()
 
     # -- signals ------------------------------------------------------------------------------
@@ -156,7 +162,10 @@ class Supervisor:
                 self._begin_reload("SIGHUP")
             elif signum == signal.SIGTTIN and not self.stopping:
                 index = self.pool.grow()
-                log.info("adding worker %d (now %d)", index, len(self.pool.wanted))
+                if index is None:
+                    log.warning("SIGTTIN ignored: %d workers is the most", self.pool.capacity)
+                else:
+                    log.info("adding worker %d (now %d)", index, len(self.pool.wanted))
             elif signum == signal.SIGTTOU and not self.stopping:
                 self._remove_one()
 
@@ -213,7 +222,7 @@ class Supervisor:
                 os.close(read_fd)
                 self._close_in_child()
                 assert self._state is not None
-                worker_main(info, self.config, self.load, self._state.bound, write_fd)
+                worker_main(info, self.config, self.load, self._state, write_fd)
             finally:
                 os._exit(EXIT_CRASH)
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)  # (the child unblocks its own)
@@ -427,6 +436,7 @@ def run(config: Config, load: Callable[[], App], app_name: str) -> int:
         return run_in_process(config, load, app_name, notifier)
     if not hasattr(os, "fork"):
         raise ConfigError("workers", "worker processes need os.fork(), which this system lacks")
+    preflight(config)
     bound = open_listeners(config, os.environ)
-    log_listening(bound, app_name)
+    log_listening(bound, config, app_name)
     return Supervisor(config, load, bound, notifier).run()

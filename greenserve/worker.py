@@ -29,10 +29,12 @@ from typing import Any, Callable, Iterator, List, NoReturn, Optional
 from ._version import __version__
 from .config import Config
 from .errors import AppImportError
+from .metrics import MetricsEndpoint, MetricsStore
 from .server import Server
 from .signals import SUPERVISOR_SIGNALS, install_stop_handlers
 from .sockets import BoundSockets, open_listeners, reuse_port_listener, socket_url
 from .systemd import Notifier
+from .tls import make_context
 
 log = logging.getLogger("greenserve.error")
 App = Callable[..., Any]
@@ -53,6 +55,35 @@ class WorkerInfo:
 _current: Optional[WorkerInfo] = None
 
 
+class RunState:
+    """What every worker inherits from the run, made once by the supervisor before its first
+    fork: the listeners, and the shared-memory metrics block (one slot per worker index, with
+    ``metrics_bind``) whose endpoint the supervisor serves."""
+
+    def __init__(self, bound: BoundSockets, metrics: Optional[MetricsStore] = None,
+                 endpoint: Optional[MetricsEndpoint] = None) -> None:
+        self.bound = bound
+        self.metrics = metrics
+        self.endpoint = endpoint
+
+    def close_in_worker(self) -> None:
+        """A worker does not serve the metrics endpoint: it drops its copy of that socket."""
+        if self.endpoint is not None:
+            os.close(self.endpoint.fileno())
+
+    def close(self) -> None:
+        if self.endpoint is not None:
+            self.endpoint.close()
+        self.bound.close()
+
+
+def preflight(config: Config) -> None:
+    """In the supervisor, before forking: what every worker would fail on at start (the TLS
+    files), checked once. Raises ConfigError."""
+    make_context(config.certfile, config.keyfile, config.ca_certs, config.cert_reqs,
+                 config.ciphers)
+
+
 def current_worker() -> Optional[WorkerInfo]:
     """In a worker process, which worker this is; None in-process and in the supervisor."""
     return _current
@@ -66,8 +97,9 @@ def run_in_process(config: Config, load: Callable[[], App], app_name: str,
     bound = open_listeners(config, os.environ)
     try:
         server = Server(app, config)
-        server.start(sockets=bound.sockets)
-        log_listening(bound, app_name)
+        server.start(sockets=bound.sockets, proxy_sockets=bound.proxy_sockets)
+        for url in server.urls:
+            log.info("greenserve %s listening on %s (app %s)", __version__, url, app_name)
         with install_stop_handlers(server, on_stop=lambda: notifier.notify("STOPPING=1")):
             server.hub.call_soon(notifier.notify, "READY=1")
             server.serve_forever()
@@ -77,19 +109,22 @@ def run_in_process(config: Config, load: Callable[[], App], app_name: str,
     return EXIT_OK
 
 
-def log_listening(bound: BoundSockets, app_name: str) -> None:
-    for sock in bound.sockets:
-        log.info("greenserve %s listening on %s (app %s)", __version__, socket_url(sock), app_name)
+def log_listening(bound: BoundSockets, config: Config, app_name: str) -> None:
+    scheme = "https" if config.certfile else "http"
+    for sock in bound.sockets + bound.proxy_sockets:
+        log.info("greenserve %s listening on %s (app %s)", __version__,
+                 socket_url(sock, scheme), app_name)
 
 
 def worker_main(info: WorkerInfo, config: Config, load: Callable[[], App],
-                bound: BoundSockets, channel_fd: int) -> NoReturn:
+                state: RunState, channel_fd: int) -> NoReturn:
     """The whole life of a forked worker; never returns."""
     global _current
     _current = info
     code = EXIT_CRASH
     try:
-        code = _boot_and_serve(config, load, bound, _Channel(channel_fd))
+        state.close_in_worker()
+        code = _boot_and_serve(info, config, load, state, _Channel(channel_fd))
     except SystemExit as exc:  # a stop signal during boot
         code = exc.code if isinstance(exc.code, int) else EXIT_CRASH
     except BaseException:  # noqa: B902 - a worker must never return into the supervisor's code
@@ -108,8 +143,8 @@ def _exit_now(signum: int, frame: Any) -> None:
     raise SystemExit(EXIT_OK)
 
 
-def _boot_and_serve(config: Config, load: Callable[[], App], bound: BoundSockets,
-                    channel: "_Channel") -> int:
+def _boot_and_serve(info: WorkerInfo, config: Config, load: Callable[[], App],
+                    state: RunState, channel: "_Channel") -> int:
     for sig in _HOOKED:  # the supervisor's handlers are not ours
         signal.signal(sig, signal.SIG_DFL)
     for sig in (signal.SIGINT,) + SUPERVISOR_SIGNALS:
@@ -124,7 +159,10 @@ def _boot_and_serve(config: Config, load: Callable[[], App], bound: BoundSockets
         channel.send("app-error " + str(exc).replace("\n", " ")[:2000])
         return EXIT_APP_ERROR
     server = Server(app, config)
-    server.start(sockets=_worker_sockets(bound, config.backlog))
+    if state.metrics is not None:
+        server.metrics = state.metrics.slot(info.index)
+    bound = state.bound
+    server.start(sockets=_worker_sockets(bound, config.backlog), proxy_sockets=bound.proxy_sockets)
     if config.reload:
         for line in _watch_lines():
             channel.send(line)

@@ -214,6 +214,37 @@ class Tracked:
         self.closed.set()
 
 
+class TLSFiles:
+    """A test CA and certificates made by trustme, as PEM files: ``ca`` (the CA certificate),
+    ``cert``/``key`` (the server: localhost, 127.0.0.1, ::1), ``client`` (certificate and key
+    of a client, in one file) and ``other_client`` (one signed by another CA)."""
+
+    def __init__(self, directory: Any) -> None:
+        import trustme
+
+        ca, other_ca = trustme.CA(), trustme.CA()
+        server = ca.issue_cert("localhost", "127.0.0.1", "::1")
+        self.ca = str(directory / "ca.pem")
+        self.cert = str(directory / "server.pem")
+        self.key = str(directory / "server.key")
+        self.client = str(directory / "client.pem")
+        self.other_client = str(directory / "other-client.pem")
+        ca.cert_pem.write_to_path(self.ca)
+        server.private_key_pem.write_to_path(self.key)
+        server.cert_chain_pems[0].write_to_path(self.cert)
+        for pem in server.cert_chain_pems[1:]:
+            pem.write_to_path(self.cert, append=True)
+        ca.issue_cert("client@example.test").private_key_and_cert_chain_pem.write_to_path(
+            self.client)
+        other_ca.issue_cert("intruder@example.test").private_key_and_cert_chain_pem.write_to_path(
+            self.other_client)
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: Any) -> TLSFiles:
+    return TLSFiles(tmp_path_factory.mktemp("tls"))
+
+
 # -- greenserve as a subprocess -----------------------------------------------------------------
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -201,9 +201,36 @@ def test_targetapp_imports_nothing_of_greenserve():
     assert greenserve_imports(path) == set()
 
 
+# The modules of TLS, proxies, logs and metrics, and the only greenserve modules each may import:
+# the proxy parsers are pure; metrics must work in a supervisor with no hub; TLS sits on the
+# cooperative socket and knows nothing of connections or the server.
+BOUNDED = {
+    "greenserve.proxy": set(),
+    "greenserve.proxyproto": set(),
+    "greenserve.metrics": {"greenserve.errors", "greenserve.addresses"},
+    "greenserve.logs": {"greenserve.errors", "greenserve.h1"},
+    "greenserve.tls": {"greenserve.errors", "greenserve.gsocket", "greenserve.hub"},
+    "greenserve.preamble": {"greenserve.errors", "greenserve.gsocket", "greenserve.handler",
+                            "greenserve.tls", "greenserve.proxyproto", "greenserve.server"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(BOUNDED))
+def test_bounded_modules_import_only_what_they_may(name):
+    bad = greenserve_imports(all_modules()[name]) - BOUNDED[name]
+    assert not bad, f"{name} imports {sorted(bad)}"
+
+
+@pytest.mark.parametrize("name", ["greenserve.proxy", "greenserve.proxyproto"])
+def test_proxy_parsers_do_no_io(name):
+    forbidden = top_level(imports_of(all_modules()[name])) & IO_MODULES
+    assert not forbidden, f"{name} imports {sorted(forbidden)}"
+
+
 # The process layer: what each module may import of greenserve. sockets and systemd sit below
-# server (no hub); the supervisor forks before any hub exists, so it imports none (the worker
-# builds the server, and with it the hub, after the fork); cli sits on top of everything.
+# server (no hub); the supervisor forks before any hub exists, so it imports neither the hub nor
+# the server (the worker builds the server, and with it the hub, after the fork); cli sits on
+# top of everything.
 PROCESS_LAYER = {
     "greenserve.systemd": {"greenserve.errors"},
     "greenserve.sockets": {"greenserve.errors", "greenserve.addresses", "greenserve.config",
@@ -211,11 +238,12 @@ PROCESS_LAYER = {
     "greenserve.configfile": {"greenserve.errors", "greenserve.config"},
     "greenserve.signals": {"greenserve.server"},  # for type hints only
     "greenserve.worker": {"greenserve._version", "greenserve.config", "greenserve.errors",
-                          "greenserve.server", "greenserve.signals", "greenserve.sockets",
-                          "greenserve.systemd"},
+                          "greenserve.metrics", "greenserve.server", "greenserve.signals",
+                          "greenserve.sockets", "greenserve.systemd", "greenserve.tls"},
     "greenserve.pool": {"greenserve.worker"},  # WorkerInfo only
-    "greenserve.supervisor": {"greenserve.config", "greenserve.errors", "greenserve.pool",
-                              "greenserve.sockets", "greenserve.systemd", "greenserve.worker"},
+    "greenserve.supervisor": {"greenserve.addresses", "greenserve.config", "greenserve.errors",
+                              "greenserve.metrics", "greenserve.pool", "greenserve.sockets",
+                              "greenserve.systemd", "greenserve.worker"},
 }
 
 

@@ -141,6 +141,11 @@ def test_pool_indices_back_off_and_readiness():
     assert pool.grow() == 2 and pool.wanted == {0, 1, 2}
     assert pool.shrink() == 2 and pool.shrink() == 1 and pool.shrink() is None
     assert pool.wanted == {0} and pool.grow() == 1
+    # indices stay below the capacity (the metrics block has a slot for each)
+    assert pool.capacity == 64 and Pool(20).capacity == 80
+    while pool.grow() is not None:
+        pass
+    assert pool.wanted == set(range(64))
 
 
 # -- serving, dying, coming back ----------------------------------------------------------------

@@ -10,6 +10,7 @@ it is seen (RFC 9112 2.2 allows a recipient to treat bare CR as invalid; we refu
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import NamedTuple, Optional, Union
 
@@ -22,6 +23,8 @@ _BARE_EOL = re.compile(rb"(?<!\r)\n|\r(?!\n)")
 _MAX_CHUNK_LINE = 4096
 _MAX_CHUNK_SIZE_DIGITS = 16
 _MAX_LEADING_CRLF = 8
+# NamedTuple construction without the generated Python-level __new__ (hot path).
+_new_request = functools.partial(tuple.__new__, Request)
 
 
 class Limits(NamedTuple):
@@ -50,7 +53,8 @@ def parse_fields(lines: list[bytes], limit: int) -> Headers:
             if line[:1] in (b" ", b"\t"):
                 raise RemoteProtocolError("obsolete line folding is not accepted")
             raise RemoteProtocolError("invalid header field line")
-        fields.append((m.group(1).lower(), m.group(2)))
+        name, value = m.groups()
+        fields.append((name.lower(), value))
     return tuple(fields)
 
 
@@ -82,7 +86,8 @@ def parse_request_line(line: bytes, limits: Limits) -> tuple[bytes, bytes, bytes
     if major != b"1":
         # RFC 9110 15.6.6: 505 for a major version the server does not support.
         raise RemoteProtocolError("HTTP version not supported", 505)
-    if target[:1] != b"/" or b"#" in target or method == b"CONNECT":
+    # (bytes.find, not "in": "in" first tries the operand as an int and builds a TypeError)
+    if target[:1] != b"/" or target.find(b"#") >= 0 or method == b"CONNECT":
         _check_target(method, target)  # all but the plain origin-form
     # RFC 9110 2.5: a higher minor version of HTTP/1 is treated as the highest we speak.
     return method, target, (b"1.0" if minor == b"0" else b"1.1")
@@ -105,7 +110,7 @@ class HeadReader:
         self._skipped = 0
 
     def read(self, buf: bytearray) -> Union[Request, Signal]:
-        if buf[:2] == b"\r\n":
+        if buf.startswith(b"\r\n"):
             self._skip_leading_crlf(buf)
             self._scanned = 0
         scanned = self._scanned
@@ -118,16 +123,23 @@ class HeadReader:
         if end > limits.max_request_line + limits.max_header_bytes:
             self._refuse_incomplete(buf)
             raise RemoteProtocolError("request head too large", 431)
-        lines = bytes(buf[:end]).split(b"\r\n")
-        del buf[: end + 4]
+        if end + 4 == len(buf):  # the usual case: the buffer holds just this head
+            lines = bytes(buf).split(b"\r\n")
+            buf.clear()
+            del lines[-2:]  # the two empty strings that the final CRLFCRLF splits into
+        else:
+            lines = bytes(buf[:end]).split(b"\r\n")
+            del buf[: end + 4]
         self._scanned = 0
-        if len(lines[0]) > limits.max_request_line:
+        line = lines[0]
+        if len(line) > limits.max_request_line:
             raise RemoteProtocolError("request line too long", 414)
-        method, target, version = parse_request_line(lines[0], limits)
+        method, target, version = parse_request_line(line, limits)
         self.method = method
-        if end - len(lines[0]) > limits.max_header_bytes:
+        if end - len(line) > limits.max_header_bytes:
             raise RemoteProtocolError("request header fields too large", 431)
-        return Request(method, target, version, parse_fields(lines[1:], limits.max_header_count))
+        del lines[0]
+        return _new_request((method, target, version, parse_fields(lines, limits.max_header_count)))
 
     def _skip_leading_crlf(self, buf: bytearray) -> None:
         # RFC 9112 2.2: a server SHOULD ignore at least one empty line before the request-line.

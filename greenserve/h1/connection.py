@@ -53,6 +53,7 @@ _REQUEST_STEPS = {
 }
 _RESPONSE_STEPS = {
     (ResponseState.IDLE, "head"): ResponseState.BODY,
+    (ResponseState.IDLE, "whole"): ResponseState.DONE,
     (ResponseState.BODY, "end"): ResponseState.DONE,
     (ResponseState.DONE, "next-cycle"): ResponseState.IDLE,
 }
@@ -100,6 +101,8 @@ class H1Connection:
         if self._error is not None:
             raise self._error
         try:
+            if self.request_state is RequestState.IDLE:
+                return self._read_head()
             return self._next_event()
         except RemoteProtocolError as exc:
             self._fail(exc)
@@ -115,8 +118,6 @@ class H1Connection:
             if type(event) is EndOfMessage:
                 self._step_request("end")
             return event
-        if state is RequestState.IDLE:
-            return self._read_head()
         if state is RequestState.CLOSED:
             return ConnectionClosed()
         return PAUSED
@@ -194,6 +195,15 @@ class H1Connection:
     ) -> bytes:
         """Build the response head. Raises LocalProtocolError for an illegal app header."""
         app = _writers.check_app_headers(app_headers)
+        return self.send_head(status, reason, app, default_lines, length_hint=length_hint,
+                              close=close)
+
+    def send_head(
+        self, status: int, reason: bytes, app: _writers.AppHead, default_lines: bytes, *,
+        length_hint: Optional[int] = None, close: bool = False,
+    ) -> bytes:
+        """Build the response head from app headers already checked by ``check_app_headers``.
+        Raises LocalProtocolError for an illegal reason phrase or out of turn."""
         request = self.request
         peer_http11 = request is None or request.http_version == b"1.1"
         # The method is known even when the head failed after a valid request-line: an error
@@ -212,6 +222,34 @@ class H1Connection:
             status, reason, app, mode, length, keep_alive=self.keep_alive,
             peer_http11=peer_http11, default_lines=default_lines,
         )
+
+    def send_whole(
+        self, status: int, reason: bytes, app: _writers.AppHead, default_lines: bytes,
+        body: bytes, *, close: bool = False,
+    ) -> bytes:
+        """Head, body and end of a response whose body is known in full, as one buffer (the
+        body gives the Content-Length unless the app set one). Raises as ``send_head`` and
+        ``send_eom``; surplus past the app's Content-Length is cut (``response_overflowed``)."""
+        request = self.request
+        length = app.content_length
+        if (
+            request is None or close or not self.keep_alive or request.method == b"HEAD"
+            or status < 200 or status in (204, 304)
+            or (length is not None and length != len(body))
+            or self.response_state is not ResponseState.IDLE or self.continue_expected
+        ):
+            # Anything unusual takes the general path, which frames it.
+            head = self.send_head(status, reason, app, default_lines, length_hint=len(body),
+                                  close=close)
+            assert self._writer is not None
+            payload = self._writer.frame(body)
+            return head + payload + self.send_eom()
+        # The usual response: kept alive, Content-Length framing, the body as it is.
+        self._step_response("whole")
+        return _writers.build_head(
+            status, reason, app, _writers.LENGTH, len(body), keep_alive=True,
+            peer_http11=request.http_version == b"1.1", default_lines=default_lines,
+        ) + body
 
     def send_data(self, data: bytes) -> bytes:
         """Frame a body piece. Surplus past Content-Length is cut; see ``response_overflowed``."""
