@@ -248,7 +248,7 @@ def tls_files(tmp_path_factory: Any) -> TLSFiles:
 # -- greenserve as a subprocess -----------------------------------------------------------------
 
 ROOT = Path(__file__).resolve().parent.parent
-LISTENING = re.compile(r"listening on (http://\S+|unix:\S+)")
+LISTENING = re.compile(r"listening on (https?://\S+|unix:\S+)")
 
 
 class Proc:
