@@ -15,7 +15,7 @@ import requests
 
 from conftest import Reader, run_to_end, wait_until
 from test_metrics import scrape, value
-from test_supervisor import APP, start_supervisor, who, workers_seen
+from test_supervisor import APP, refused, start_supervisor, who, workers_seen
 
 
 def test_metrics_are_summed_over_workers_and_survive_a_replacement(run):
@@ -36,16 +36,7 @@ def test_metrics_are_summed_over_workers_and_survive_a_replacement(run):
     assert wait_until(lambda: value(scrape(metrics), "greenserve_requests_total", code="200")
                       == total + 1)
     assert proc.stop() == 0
-    assert wait_until(lambda: _refused(metrics), timeout=10)
-
-
-def _refused(url: str) -> bool:
-    parts = urlsplit(url)
-    try:
-        with socket.create_connection((parts.hostname, parts.port), timeout=2):
-            return False
-    except ConnectionRefusedError:
-        return True
+    assert wait_until(lambda: refused(metrics), timeout=10)
 
 
 def test_https_workers(run, tls_files):
