@@ -226,9 +226,10 @@ class MetricsEndpoint:
         host, port = self.address
         return f"http://[{host}]:{port}/metrics" if ":" in host else f"http://{host}:{port}/metrics"
 
-    def fileno(self) -> int:
-        """The listening socket's descriptor (a forked worker closes its copy)."""
-        return self._server.fileno()
+    def close_in_child(self) -> None:
+        """In a process forked after ``start()``: close this process's copy of the listening
+        socket; the serving thread is the parent's and goes on there."""
+        self._server.socket.close()
 
     def start(self) -> None:
         """Serve in a daemon thread until ``close()``."""

@@ -69,7 +69,7 @@ class RunState:
     def close_in_worker(self) -> None:
         """A worker does not serve the metrics endpoint: it drops its copy of that socket."""
         if self.endpoint is not None:
-            os.close(self.endpoint.fileno())
+            self.endpoint.close_in_child()
 
     def close(self) -> None:
         if self.endpoint is not None:
@@ -152,7 +152,10 @@ def _boot_and_serve(info: WorkerInfo, config: Config, load: Callable[[], App],
     signal.signal(signal.SIGTERM, _exit_now)  # until serving: nothing to drain yet
     signal.signal(signal.SIGQUIT, _exit_now)
     signal.pthread_sigmask(signal.SIG_SETMASK, set())  # the supervisor forks with them blocked
-    faulthandler.enable(all_threads=True)  # SIGABRT (and a crash) dumps every stack to stderr
+    try:
+        faulthandler.enable(all_threads=True)  # SIGABRT (or a crash) dumps the stacks to stderr
+    except (AttributeError, ValueError, OSError, RuntimeError) as exc:  # no usable stderr
+        log.warning("no stack dumps for this worker: %s", exc)
     try:
         app = load()
     except AppImportError as exc:

@@ -22,6 +22,9 @@ def test_metrics_are_summed_over_workers_and_survive_a_replacement(run):
     proc, url = start_supervisor(run, "--metrics-bind", "127.0.0.1:0")
     metrics = proc.wait_for(re.compile(r"metrics on (http://\S+)"))[1]
     seen = workers_seen(url, 2)
+    endpoint = listening_inode(urlsplit(metrics).port)
+    assert endpoint in socket_inodes(proc.pid)  # the supervisor serves it...
+    assert all(endpoint not in socket_inodes(pid) for pid in seen.values())  # ...workers drop it
     for _ in range(10):
         who(url)
     samples = scrape(metrics)
@@ -37,6 +40,28 @@ def test_metrics_are_summed_over_workers_and_survive_a_replacement(run):
                       == total + 1)
     assert proc.stop() == 0
     assert wait_until(lambda: refused(metrics), timeout=10)
+
+
+def listening_inode(port: int) -> str:
+    """The inode of the TCP socket listening on 127.0.0.1:port, from /proc/net/tcp."""
+    with open("/proc/net/tcp") as table:
+        for line in list(table)[1:]:
+            fields = line.split()
+            if fields[1] == f"0100007F:{port:04X}" and fields[3] == "0A":
+                return fields[9]
+    raise AssertionError(f"nothing listens on port {port}")
+
+
+def socket_inodes(pid: int) -> set:
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except FileNotFoundError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    return inodes
 
 
 def test_https_workers(run, tls_files):
