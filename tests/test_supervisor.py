@@ -441,3 +441,18 @@ def test_a_refused_fork_is_tried_again_later(monkeypatch):
         assert supervisor.pool.due(before) == [0]  # index 1 waits for its second
     finally:
         supervisor._close()
+
+
+def test_ctrl_c_in_a_terminal_drains_once(run):
+    """A terminal sends SIGINT to the whole process group: the workers leave it to the
+    supervisor, which drains them once; an in-flight request still completes."""
+    proc, url = start_supervisor(run)
+    threads, results = slow_requests(url, 2, 2.0)
+    proc.wait_for(re.compile("slow request started"), count=2)
+    os.killpg(proc.pid, signal.SIGINT)
+    for thread in threads:
+        thread.join(20)
+    assert [r[0] for r in results] == [200, 200], results
+    assert proc.proc.wait(15) == 0
+    assert len(proc.matches(re.compile(r"exited with status 0"))) == 2
+    assert "supervisor received SIGQUIT" not in proc.stderr
