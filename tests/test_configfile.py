@@ -253,3 +253,13 @@ def test_read_config_file_pairs_values_with_origins(tmp_path):
     with pytest.raises(ConfigError) as info:
         read_config_file(str(tmp_path / "missing.toml"))
     assert info.value.option == "--config"
+
+
+def test_the_readme_example_file_is_valid(tmp_path):
+    from conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    example = re.search(r"```toml\n(.*?)```", readme, re.S).group(1)
+    config = printed("--config", write(tmp_path, example))
+    assert config["workers"][0] == 4 and config["umask"][0] == 0o007
+    assert config["max_body_size"][0] == 10 << 20
