@@ -27,6 +27,7 @@ from .errors import (
     Cancelled, ClientDisconnected, ClientError, LocalProtocolError, RemoteProtocolError,
 )
 from .gsocket import GreenSocket
+from .proxy import PROXY_KEYS
 from .wsgi import EMPTY_INPUT, FileWrapper, Input, Response, request_environ, single_body
 
 if TYPE_CHECKING:
@@ -188,18 +189,29 @@ class Connection:
         self.body_sent = 0
         environ = request_environ(self.base_env, self.peer, request,
                                   Input(self._read_chunk) if conn.body_pending else EMPTY_INPUT)
-        if ("HTTP_X_FORWARDED_FOR" in environ or "HTTP_FORWARDED" in environ
-                or "HTTP_X_FORWARDED_PROTO" in environ or "HTTP_X_FORWARDED_HOST" in environ
-                or "HTTP_X_FORWARDED_PORT" in environ):  # proxy.PROXY_KEYS
+        if not environ.keys().isdisjoint(PROXY_KEYS):
             server.proxies.apply(environ, self.peer)  # applied if trusted, else removed
         server.request_started()
         result: Optional[Iterable[bytes]] = None
         try:
             try:
                 result = server.app(environ, response.start_response)
-                self._send_result(response, result)
+                if (
+                    type(result) is list and len(result) == 1 and type(result[0]) is bytes
+                    and len(result[0]) <= _SMALL and not response.headers_sent
+                ):
+                    # The common case: head, body and end in one buffer and one send.
+                    body = result[0]
+                    close = self._must_close(response)
+                    response.headers_sent = True
+                    self.body_sent = len(body)
+                    self._send(conn.send_whole(
+                        response.status, response.reason, response.headers,
+                        server.dates.lines, body, close=close))
+                else:
+                    self._send_result(response, result)
             finally:
-                if result is not None and hasattr(result, "close"):
+                if result is not None and type(result) is not list and hasattr(result, "close"):
                     self._close_result(result)
         except BaseException as exc:  # noqa: B902 - every outcome is decided in _fail
             server.request_finished(self, request, self._fail(exc, response), environ)
@@ -319,16 +331,6 @@ class Connection:
     def _send_result(self, response: Response, result: Iterable[bytes]) -> None:
         body = single_body(result)
         if body is not None and not response.headers_sent:
-            if len(body) <= _SMALL:
-                # The common case: head, body and end in one buffer and one send.
-                close = self._must_close(response)
-                response.headers_sent = True
-                data = self.h1.send_whole(
-                    response.status, response.reason, response.headers,
-                    self.server.dates.lines, body, close=close)
-                self.body_sent = len(body)
-                self._send(data)
-                return
             head = self._start_head(response, len(body))
             payload = self.h1.send_data(body)
             self.body_sent = len(payload)

@@ -8,7 +8,8 @@ Strategy:
   only while the waiter is still waiting. A late or duplicate wake-up is a no-op.
 - Interest in an fd is lazy: after a wait the selector keeps the fd's READ interest, so a
   connection that waits for each request costs no epoll_ctl call per request. An event that finds
-  nobody waiting drops the interest then.
+  nobody waiting drops the interest then. A leftover WRITE interest is dropped as soon as the fd
+  is waited on for reading (one epoll_ctl turns "connected" into "waiting for the reply").
 - Other threads and signal handlers only append to a queue and write a byte to a socketpair.
 
 This is the only module that calls greenlet's switch, throw or getcurrent.
@@ -474,7 +475,12 @@ class Hub:
             raise BusyResourceError(f"another greenlet already waits on fd {fd} ({side})")
         waiter = _Waiter(getcurrent())
         setattr(entry, side, waiter)
-        self._set_mask(fd, entry, entry.mask | event)
+        if event == EVENT_READ and entry.writer is None:
+            # Drop a stale write interest in the same call: a socket is nearly always writable,
+            # so leaving it would only bring a spurious event and a second epoll_ctl.
+            self._set_mask(fd, entry, EVENT_READ)
+        else:
+            self._set_mask(fd, entry, entry.mask | event)
         timer = None if deadline is None else self.call_at(deadline, waiter.wake, Wake.TIMED_OUT)
         try:
             token = self._suspend()
@@ -492,11 +498,13 @@ class Hub:
     def watch_readable(self, fd: int, callback: Callable[[], Any]) -> None:
         """Call ``callback()`` in the hub once ``fd`` is readable (one-shot, holds no greenlet).
         Raises BusyResourceError if someone already waits to read it."""
-        entry = self._entry(fd)
+        entry = self._entries.get(fd) or self._entry(fd)
         if entry.reader is not None:
             raise BusyResourceError(f"fd {fd} is already watched")
         entry.reader = callback
-        self._set_mask(fd, entry, entry.mask | EVENT_READ)
+        mask = EVENT_READ if entry.writer is None else EVENT_READ | EVENT_WRITE
+        if mask != entry.mask:
+            self._set_mask(fd, entry, mask)
 
     def unwatch(self, fd: int) -> None:
         """Cancel ``watch_readable`` on ``fd``."""

@@ -8,6 +8,7 @@ import os
 import re
 import socket
 import threading
+import time
 
 import pytest
 import requests
@@ -67,6 +68,8 @@ def test_endpoint_counts_requests_by_code_latency_and_errors(serve):
     finally:
         release.set()
         slow.join(30)
+    # The last request is counted just after its response went out: wait for it.
+    assert wait_until(lambda: value(scrape(url), "greenserve_request_duration_seconds_count") == 7)
     samples = scrape(url)
     assert value(samples, "greenserve_requests_total", code="200") == 4
     assert value(samples, "greenserve_requests_total", code="404") == 2
@@ -168,8 +171,12 @@ def test_cli_serves_metrics():
     try:
         metrics = proc.wait_for(re.compile(r"metrics on (http://\S+)"))[1]
         assert requests.get(proc.url(), timeout=10).status_code == 200
-        samples = scrape(metrics)
-        assert value(samples, "greenserve_requests_total", code="200") == 1
+        # A request is counted just after its response is sent: the scrape (another thread of
+        # the server) may come in between, so poll with a deadline.
+        deadline = time.monotonic() + 10
+        while value(scrape(metrics), "greenserve_requests_total", code="200") != 1:
+            assert time.monotonic() < deadline, "the request was never counted"
+            time.sleep(0.01)
         assert proc.stop() == 0
     finally:
         if proc.proc.poll() is None:
