@@ -226,6 +226,11 @@ class MetricsEndpoint:
         host, port = self.address
         return f"http://[{host}]:{port}/metrics" if ":" in host else f"http://{host}:{port}/metrics"
 
+    def close_in_child(self) -> None:
+        """In a process forked after ``start()``: close this process's copy of the listening
+        socket; the serving thread is the parent's and goes on there."""
+        self._server.socket.close()
+
     def start(self) -> None:
         """Serve in a daemon thread until ``close()``."""
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={

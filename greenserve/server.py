@@ -16,16 +16,13 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 import socket
-import stat
 import threading
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ._version import __version__
 from .addresses import BindAddress, parse_bind
 from .config import Config
-from .errors import ConfigError
 from .gsocket import GreenSocket
 from .h1 import Limits, Request
 from .handler import Connection, DateCache
@@ -35,20 +32,24 @@ from .metrics import MetricsEndpoint, MetricsSlot, MetricsStore
 from .preamble import Factory, connection_factory
 from .proxy import ProxyHeaders
 from .tls import make_context
+from .sockets import OwnedPath, bind_address
 from .wsgi import base_environ
 
 log = logging.getLogger("greenserve.error")
 ACCEPT_BATCH = 64
 _ACCEPT_BACKOFF = (0.05, 1.0)
+NEW_CONNECTION_GRACE = 1.0  # on stop: how long a connection that has sent nothing may wait
 SOFTWARE = f"greenserve/{__version__}"
 
 
 class Listener:
     """A bound, listening socket and the environ keys its connections share."""
 
-    def __init__(self, sock: socket.socket, address: BindAddress) -> None:
+    def __init__(self, sock: socket.socket, address: BindAddress,
+                 owned: Optional[OwnedPath] = None) -> None:
         self.sock = sock
         self.address = address
+        self.owned = owned  # a unix path this server created, removed when it closes
         self.gsock: Optional[GreenSocket] = None
         self.environ: Dict[str, Any] = {}
         self.tls = False  # set by Server.start: TLS on this listener
@@ -69,49 +70,10 @@ class Listener:
         return f"{scheme}://[{host}]:{self.server_port}" if ":" in host else f"{scheme}://{host}:{self.server_port}"
 
 
-def bind_listener(address: BindAddress, backlog: int) -> Listener:
-    """Create, bind and listen. Raises ConfigError naming the address on failure."""
-    try:
-        if address.kind == "unix":
-            sock = _bind_unix(address.host)
-        else:
-            infos = socket.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM,
-                                       flags=socket.AI_PASSIVE)
-            family, _, _, _, sockaddr = infos[0]
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind(sockaddr)
-            except BaseException:
-                sock.close()
-                raise
-        sock.listen(backlog)
-        sock.setblocking(False)
-    except OSError as exc:
-        raise ConfigError("bind", f"cannot listen on {address}: {exc.strerror or exc}") from None
-    return Listener(sock, address)
-
-
-def _bind_unix(path: str) -> socket.socket:
-    if os.path.exists(path):
-        if not stat.S_ISSOCK(os.stat(path).st_mode):
-            raise OSError(errno.EEXIST, f"{path} exists and is not a socket")
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(path)
-        except ConnectionRefusedError:
-            os.unlink(path)  # stale: nobody listens on it
-        else:
-            raise OSError(errno.EADDRINUSE, "address already in use")
-        finally:
-            probe.close()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.bind(path)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+def bind_listener(address: BindAddress, config: Config) -> Listener:
+    """Create, bind and listen (see sockets.py). Raises ConfigError naming the address."""
+    sock, owned, _ = bind_address(address, config)
+    return Listener(sock, address, owned)
 
 
 class Stats:
@@ -164,8 +126,9 @@ class Server:
     def start(self, sockets: Optional[List[socket.socket]] = None,
               proxy_sockets: Optional[List[socket.socket]] = None) -> None:
         """Bind every listener (or adopt ``sockets``, and ``proxy_sockets`` as listeners whose
-        connections begin with a PROXY header: a supervisor binds both in its parent). After
-        it, ``addresses`` is known. Raises ConfigError."""
+        connections begin with a PROXY header: a supervisor binds both in its parent; adopted
+        sockets stay the caller's, who removes their unix paths). After it, ``addresses`` is
+        known. Raises ConfigError."""
         if self._started:
             return
         config = self.config
@@ -178,9 +141,9 @@ class Server:
                     self.listeners.append(Listener(sock, _address_of(sock)))
             else:
                 for text in self.config.bind:
-                    self.listeners.append(bind_listener(parse_bind(text), self.config.backlog))
+                    self.listeners.append(bind_listener(parse_bind(text), config))
             for text in config.proxy_protocol_bind if sockets is None else ():
-                listener = bind_listener(parse_bind(text), config.backlog)
+                listener = bind_listener(parse_bind(text), config)
                 listener.proxy_protocol = True
                 self.listeners.append(listener)
             for sock in proxy_sockets or ():
@@ -264,8 +227,15 @@ class Server:
         self.draining = True
         for listener in self.listeners:
             self._close_listener(listener)
+        # A new connection's first request is on its way (the client has just connected):
+        # answer it, with Connection: close, unless it is not there within a moment. A kept-alive
+        # one is closed now: its client must be ready to retry (RFC 9112 9.3.1).
+        cutoff = self.hub.time() + min(grace, NEW_CONNECTION_GRACE)
         for conn in self.idle_connections():
-            conn.close_idle()
+            if conn.response is None:
+                conn.deadline = min(conn.deadline, cutoff)
+            else:
+                conn.close_idle()
         self.hub.spawn(self._drain, self.hub.time() + grace)
 
     def _drain(self, deadline: float) -> None:
@@ -299,11 +269,8 @@ class Server:
             listener.gsock.close()
         else:
             listener.sock.close()
-        if listener.address.kind == "unix":
-            try:
-                os.unlink(listener.address.host)
-            except OSError:
-                pass
+        if listener.owned is not None:
+            listener.owned.remove()
 
     # -- accepting ----------------------------------------------------------------------------
 
@@ -311,7 +278,8 @@ class Server:
         env = base_environ(
             listener.server_name, listener.server_port,
             url_scheme="https" if listener.tls else self.config.url_scheme,
-            script_name=self.config.root_path.rstrip("/"), multiprocess=False, software=SOFTWARE,
+            script_name=self.config.root_path.rstrip("/"), multiprocess=self.config.prefork,
+            software=SOFTWARE,
         )
         env["greenserve.statistics"] = self.statistics  # for /stats pages and health checks
         env["greenserve.sleep"] = self.hub.sleep  # a cooperative sleep(seconds) for pure WSGI apps
@@ -346,6 +314,9 @@ class Server:
         if client.family != socket.AF_UNIX:
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         remote = (peer[0], str(peer[1])) if isinstance(peer, tuple) else None
+        if remote is not None and remote[0].startswith("::ffff:") and "." in remote[0]:
+            # IPv4 on a dual-stack [::] listener: the mapped address (RFC 4291 2.5.5.2)
+            remote = (remote[0][7:], remote[1])
         conn = listener.make_connection(self, client, listener.environ, remote)
         self.connections[conn] = None
         self.stats.connections_total += 1

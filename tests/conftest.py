@@ -1,12 +1,19 @@
-"""Shared test helpers: a real server on 127.0.0.1 port 0, raw-socket HTTP, response parsing."""
+"""Shared test helpers: a real server on 127.0.0.1 port 0, raw-socket HTTP, response parsing,
+and greenserve run as a real subprocess (``run`` fixture, ``run_to_end``)."""
 
 from __future__ import annotations
 
 import contextlib
+import os
+import re
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 from wsgiref.validate import validator
 
 import pytest
@@ -236,3 +243,114 @@ class TLSFiles:
 @pytest.fixture(scope="session")
 def tls_files(tmp_path_factory: Any) -> TLSFiles:
     return TLSFiles(tmp_path_factory.mktemp("tls"))
+
+
+# -- greenserve as a subprocess -----------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+LISTENING = re.compile(r"listening on (https?://\S+|unix:\S+)")
+
+
+class Proc:
+    """A greenserve subprocess (in a session of its own, so that teardown can end its workers
+    too) whose stderr and stdout are collected by threads. ``prefix`` goes before the Python
+    command (a wrapper such as ``sh -c``); ``popen`` goes to Popen (pass_fds, cwd)."""
+
+    def __init__(self, *args: str, env: Optional[dict] = None, prefix: Sequence[str] = (),
+                 **popen: Any) -> None:
+        popen.setdefault("cwd", ROOT)
+        self.proc = subprocess.Popen(
+            [*prefix, sys.executable, "-m", "greenserve", *args], stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})},
+            start_new_session=True, **popen,
+        )
+        self.pid = self.proc.pid
+        self.lines: List[str] = []
+        self.out: List[str] = []
+        self._seen = threading.Condition()
+        self._open = 2
+        threading.Thread(target=self._pump, args=(self.proc.stderr, self.lines), daemon=True).start()
+        threading.Thread(target=self._pump, args=(self.proc.stdout, self.out), daemon=True).start()
+
+    def _pump(self, stream, into: List[str]) -> None:
+        for line in stream:
+            with self._seen:
+                into.append(line)
+                self._seen.notify_all()
+        with self._seen:
+            self._open -= 1
+            self._seen.notify_all()
+
+    def wait_for(self, pattern: re.Pattern, timeout: float = 15.0, where: str = "err",
+                 count: int = 1) -> re.Match:
+        """Wait until ``count`` lines match; return the last match. Fails at the deadline or
+        when the process has closed its output without printing them."""
+        lines = self.lines if where == "err" else self.out
+        deadline = time.monotonic() + timeout
+        with self._seen:
+            while True:
+                found = [m for m in map(pattern.search, lines) if m]
+                if len(found) >= count:
+                    return found[count - 1]
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._open:
+                    raise AssertionError(f"{pattern.pattern!r} (x{count}) not seen in: "
+                                         f"{''.join(lines)}")
+                self._seen.wait(min(left, 0.2))
+
+    def matches(self, pattern: re.Pattern, where: str = "err") -> List[re.Match]:
+        with self._seen:
+            lines = list(self.lines if where == "err" else self.out)
+        return [m for m in map(pattern.search, lines) if m]
+
+    @property
+    def stderr(self) -> str:
+        with self._seen:
+            return "".join(self.lines)
+
+    def url(self) -> str:
+        return self.wait_for(LISTENING).group(1)
+
+    def send(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        return self.proc.wait(15)
+
+    def kill_all(self) -> None:
+        """End the process and everything left in its session."""
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(5)
+
+
+@pytest.fixture
+def run() -> Iterator[Callable[..., Proc]]:
+    """``run(*args, env=None, **popen)`` starts ``python -m greenserve *args``; whatever is
+    still running at the end of the test is killed, workers included."""
+    procs: List[Proc] = []
+
+    def start(*args: str, env: Optional[dict] = None, **popen: Any) -> Proc:
+        proc = Proc(*args, env=env, **popen)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        proc.kill_all()
+
+
+def run_to_end(*args: str, env: Optional[dict] = None, timeout: float = 30,
+               prefix: Sequence[str] = (), **popen: Any) -> subprocess.CompletedProcess:
+    """Run ``python -m greenserve *args`` to its end (``prefix`` as for Proc)."""
+    popen.setdefault("cwd", ROOT)
+    return subprocess.run(
+        [*prefix, sys.executable, "-m", "greenserve", *args], capture_output=True, text=True,
+        timeout=timeout, env={**os.environ, **(env or {})}, **popen,
+    )

@@ -227,6 +227,45 @@ def test_proxy_parsers_do_no_io(name):
     assert not forbidden, f"{name} imports {sorted(forbidden)}"
 
 
+# The process layer: what each module may import of greenserve. sockets and systemd sit below
+# server (no hub); the supervisor forks before any hub exists, so it imports neither the hub nor
+# the server (the worker builds the server, and with it the hub, after the fork); cli sits on
+# top of everything.
+PROCESS_LAYER = {
+    "greenserve.systemd": {"greenserve.errors"},
+    "greenserve.sockets": {"greenserve.errors", "greenserve.addresses", "greenserve.config",
+                           "greenserve.systemd"},
+    "greenserve.configfile": {"greenserve.errors", "greenserve.config"},
+    "greenserve.signals": {"greenserve.server"},  # for type hints only
+    "greenserve.worker": {"greenserve._version", "greenserve.config", "greenserve.errors",
+                          "greenserve.metrics", "greenserve.server", "greenserve.signals",
+                          "greenserve.sockets", "greenserve.systemd", "greenserve.tls"},
+    "greenserve.pool": {"greenserve.worker"},  # WorkerInfo only
+    "greenserve.supervisor": {"greenserve.addresses", "greenserve.config", "greenserve.errors",
+                              "greenserve.metrics", "greenserve.pool", "greenserve.sockets",
+                              "greenserve.systemd", "greenserve.worker"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(PROCESS_LAYER))
+def test_process_layer_imports(name):
+    bad = greenserve_imports(all_modules()[name]) - PROCESS_LAYER[name]
+    assert not bad, f"{name} imports {sorted(bad)}"
+
+
+@pytest.mark.parametrize("name", ["greenserve.hub", "greenserve.gsocket", "greenserve.wsgi",
+                                  "greenserve.handler", "greenserve.server"])
+def test_the_serving_core_knows_no_processes(name):
+    bad = greenserve_imports(all_modules()[name]) & {
+        "greenserve.supervisor", "greenserve.worker", "greenserve.configfile", "greenserve.cli"}
+    assert not bad, f"{name} imports {sorted(bad)}"
+
+
+def test_only_cli_imports_cli():
+    users = [n for n, p in all_modules().items() if "greenserve.cli" in greenserve_imports(p)]
+    assert set(users) <= {"greenserve.__main__"}, users
+
+
 # -- typing -------------------------------------------------------------------------------------
 
 

@@ -13,7 +13,7 @@ import pytest
 from greenserve.logs import AccessLog, access_logger, escape
 
 from conftest import Reader, wait_until
-from test_cli import Proc, run_to_end
+from conftest import Proc, run_to_end
 
 HOSTILE_AGENT = b'evil", "status": 999, "x": "\\" ] \t\xff\xe9'
 HOSTILE_REFERER = b'http://r.example/" 200 1 "forged-referer" "forged-agent'

@@ -17,8 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from greenserve import ConfigError, Server
 from greenserve.metrics import BUCKETS, MetricsStore
 
-from conftest import Reader, connect, wait_until
-from test_cli import Proc, run_to_end
+from conftest import Proc, Reader, connect, run_to_end, wait_until
 
 
 def scrape(url):

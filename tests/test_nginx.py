@@ -17,7 +17,7 @@ from typing import Dict, Iterator, List, Optional
 
 import pytest
 
-from test_cli import Proc
+from conftest import Proc
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -19,8 +19,7 @@ import requests
 import greenserve.handler
 from greenserve import ConfigError, Server
 
-from conftest import Reader, connect, wait_until
-from test_cli import Proc, run_to_end
+from conftest import Proc, Reader, connect, run_to_end, wait_until
 
 TLS12_ECDSA_AES128 = "ECDHE-ECDSA-AES128-GCM-SHA256"
 TLS12_ECDSA_AES256 = "ECDHE-ECDSA-AES256-GCM-SHA384"
