@@ -39,6 +39,8 @@ _PARK_TIMEOUT = object()
 
 _local = threading.local()
 MAX_IDLE_WORKERS = 256
+# Captured at import, before greenserve.patch can replace it: the loop needs the real one.
+_DefaultSelector = selectors.DefaultSelector
 
 
 class Wake(enum.Enum):
@@ -118,11 +120,26 @@ def current_hub() -> Optional["Hub"]:
     return getattr(_local, "hub", None)
 
 
+def waitable_hub() -> Optional["Hub"]:
+    """Return the hub running in this thread if the caller may wait on it (it runs in one of
+    the hub's task greenlets, not in the loop itself); else None, and a wait must block."""
+    hub: Optional[Hub] = getattr(_local, "hub", None)
+    if hub is None or getcurrent() is hub._loop:
+        return None
+    return hub
+
+
+def current_greenlet() -> greenlet:
+    """Return the greenlet running now, in any thread (a thread's own code runs in its main
+    greenlet)."""
+    return getcurrent()
+
+
 class Hub:
     """The event loop of one thread. Methods that may switch say so."""
 
     def __init__(self) -> None:
-        self.selector = selectors.DefaultSelector()
+        self.selector = _DefaultSelector()
         self.time = time.monotonic
         self._entries: Dict[int, _FdEntry] = {}
         self._timers: List[Timer] = []
@@ -366,9 +383,13 @@ class Hub:
     def _suspend(self) -> Wake:
         """Switch to the loop; return the token we are resumed with. May switch."""
         loop = self._loop
-        if loop is None or getcurrent() is loop:
+        me = getcurrent()
+        if loop is None or me is loop:
             raise RuntimeError("cannot wait in the hub itself or outside a running hub")
-        result: Wake = loop.switch()
+        try:
+            result: Wake = loop.switch()
+        finally:
+            self.running = me  # resumed (or thrown into): the watchdog's record of who runs
         return result
 
     # -- parking: the primitive that Event, Queue, locks and thread hand-offs are built on ---
@@ -513,6 +534,20 @@ class Hub:
             except (KeyError, ValueError):
                 pass
         entry.mask = 0
+
+    def release_fd(self, fd: int) -> None:
+        """Drop the hub's interest in ``fd`` unless someone waits on it. For fds the hub does
+        not own (an app's patched socket), which may be closed behind its back: a stale
+        registration would break the next fd to get that number."""
+        entry = self._entries.get(fd)
+        if entry is None or entry.reader is not None or entry.writer is not None:
+            return
+        del self._entries[fd]
+        if entry.mask:
+            try:
+                self.selector.unregister(fd)
+            except (KeyError, ValueError, OSError):
+                pass
 
     def fd_count(self) -> int:
         """How many fds the hub knows about (for statistics)."""
