@@ -11,8 +11,9 @@ from .config import Config
 from .errors import ConfigError, GreenserveError, TaskKilled
 from .runtime import Event, Queue, Task, Timeout, sleep, spawn
 from .server import Server, serve
+from .threadpool import run_in_thread
 
 __all__ = [
     "serve", "Server", "Config", "ConfigError", "GreenserveError", "__version__",
-    "sleep", "spawn", "Task", "TaskKilled", "Event", "Queue", "Timeout",
+    "sleep", "spawn", "Task", "TaskKilled", "Event", "Queue", "Timeout", "run_in_thread",
 ]
