@@ -32,6 +32,7 @@ from .gsocket import GreenSocket
 from .h1 import Limits, Request
 from .handler import Connection, DateCache
 from .hub import Hub
+from .watchdog import Watchdog
 from .wsgi import base_environ
 
 log = logging.getLogger("greenserve.error")
@@ -149,6 +150,7 @@ class Server:
         self._stopped = threading.Event()
         self._thread: Optional[int] = None
         self._access = _AccessLog(config.access_log)
+        self.watchdog = Watchdog(self.hub, config.block_threshold) if config.block_threshold else None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -191,9 +193,13 @@ class Server:
             hub.call_soon(self._watch_listener, listener)
         hub.call_soon(self._serving.set)
         hub.call_soon(self._schedule_sweep)
+        if self.watchdog is not None:
+            hub.call_soon(self.watchdog.start)
         try:
             hub.run()
         finally:
+            if self.watchdog is not None:
+                self.watchdog.stop()
             self._close_everything()
             self._stopped.set()
 
@@ -369,6 +375,7 @@ class Server:
             "protocol_errors": s.protocol_errors,
             "accept_errors": s.accept_errors,
             "draining": self.draining,
+            "blocked_loop_incidents": self.watchdog.incidents if self.watchdog else 0,
         }
 
 

@@ -1,0 +1,87 @@
+"""The blocked-loop watchdog against a real server: apps that hog the loop are reported once per
+incident with their stack; an idle or cooperative server never is."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import List
+
+import requests
+
+import greenserve
+from conftest import wait_until
+
+
+def busy_app(environ, start_response):
+    t = time.time() + float(environ.get("QUERY_STRING") or "0.3")
+    while time.time() < t: pass  # noqa: E701 - the line the report must show
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"done"]
+
+
+def reports(caplog) -> List[logging.LogRecord]:
+    return [r for r in caplog.records
+            if r.name == "greenserve.error" and "has not turned" in r.getMessage()]
+
+
+def test_a_busy_app_is_reported_once_with_its_stack(serve, caplog):
+    server = serve(busy_app, block_threshold=0.1)
+    with caplog.at_level(logging.WARNING, logger="greenserve.error"):
+        assert requests.get(server.url, timeout=10).text == "done"
+        assert wait_until(lambda: server.statistics()["blocked_loop_incidents"] == 1)
+    found = reports(caplog)
+    assert len(found) == 1
+    message = found[0].getMessage()
+    assert "busy_app" in message and "while time.time() < t: pass" in message
+    assert "the greenlet running Connection.serve" in message  # the hub's record of who runs
+    blocked = float(message.split("has not turned for ")[1].split(" s")[0])
+    assert 0.1 < blocked < 0.3 + 0.5
+
+
+def test_each_block_is_a_new_incident(serve, caplog):
+    server = serve(busy_app, block_threshold=0.05)
+    with caplog.at_level(logging.WARNING, logger="greenserve.error"):
+        for _ in range(2):
+            requests.get(server.url + "/?0.2", timeout=10)
+            greenserve.sleep(0.05)  # outside a hub: a plain pause between the incidents
+        assert wait_until(lambda: server.statistics()["blocked_loop_incidents"] == 2)
+    assert len(reports(caplog)) == 2
+
+
+def test_an_idle_or_cooperative_server_is_never_reported(serve, caplog):
+    def patient(environ, start_response):
+        greenserve.sleep(0.3)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    server = serve(patient, block_threshold=0.05)
+    with caplog.at_level(logging.WARNING, logger="greenserve.error"):
+        time.sleep(0.3)  # the hub sits in select()
+        assert requests.get(server.url, timeout=10).text == "ok"
+        time.sleep(0.1)
+    assert server.statistics()["blocked_loop_incidents"] == 0
+    assert reports(caplog) == []
+
+
+def test_a_blocking_hub_callback_is_reported_as_the_loop(serve, caplog):
+    server = serve(busy_app, block_threshold=0.05)
+    with caplog.at_level(logging.WARNING, logger="greenserve.error"):
+        server.server.hub.call_soon_threadsafe(time.sleep, 0.3)
+        assert wait_until(lambda: server.statistics()["blocked_loop_incidents"] == 1)
+    assert "the hub's loop" in reports(caplog)[0].getMessage()
+
+
+def test_block_threshold_zero_turns_the_watchdog_off(serve):
+    server = serve(busy_app, block_threshold=0)
+    assert server.server.watchdog is None
+    assert requests.get(server.url + "/?0.2", timeout=10).text == "done"
+    assert server.statistics()["blocked_loop_incidents"] == 0
+
+
+def test_the_watchdog_thread_ends_with_the_server(serve):
+    server = serve(busy_app, block_threshold=0.1)
+    watchdog = server.server.watchdog
+    assert wait_until(lambda: watchdog._thread is not None and watchdog._thread.is_alive())
+    server.server.stop(1)
+    assert wait_until(lambda: not watchdog._thread.is_alive())
