@@ -6,6 +6,7 @@ the cooperative runtime ``sleep``, ``spawn`` (a ``Task``), ``Event``, ``Queue``,
 applied on import.
 """
 
+from . import patch  # noqa: F401  (greenserve.patch.apply(): never applied on import)
 from ._version import __version__
 from .config import Config
 from .errors import ConfigError, GreenserveError, TaskKilled

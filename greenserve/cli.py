@@ -15,6 +15,7 @@ import os
 import sys
 from typing import Any, Callable, Dict, List, Mapping, NoReturn, Optional, Sequence
 
+from . import patch
 from ._version import __version__
 from .config import ENV_PREFIX, Config, env_name, flag_name
 from .errors import AppImportError, ConfigError
@@ -142,6 +143,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ConfigError as exc:
         return _fail(str(exc))
     setup_logging(config.log_level)
+    if config.patch:
+        patch.apply()  # before the app and the libraries it imports bind the blocking originals
     try:
         app = load_app(args.app)
     except AppImportError as exc:

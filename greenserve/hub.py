@@ -156,6 +156,7 @@ class Hub:
         self._stopping = False
         self.turns = 0  # loop iterations; a watchdog can read it from another thread
         self.running: Optional[greenlet] = None  # the task greenlet being run, if any
+        self.switches = 0  # task greenlets started or resumed; a watchdog reads it with turns
 
     # -- running ----------------------------------------------------------------------------
 
@@ -306,6 +307,7 @@ class Hub:
             worker = Task(fn, self._worker_main, self._loop)
         worker.gr_context = self._base_context.copy()
         previous, self.running = self.running, worker
+        self.switches += 1
         try:
             worker.switch(fn, args)
         finally:
@@ -339,6 +341,7 @@ class Hub:
         if glet.dead:  # killed before it started
             return
         previous, self.running = self.running, glet
+        self.switches += 1
         try:
             glet.switch(*args)
         finally:
@@ -390,6 +393,7 @@ class Hub:
             result: Wake = loop.switch()
         finally:
             self.running = me  # resumed (or thrown into): the watchdog's record of who runs
+            self.switches += 1
         return result
 
     # -- parking: the primitive that Event, Queue, locks and thread hand-offs are built on ---

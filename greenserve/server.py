@@ -24,6 +24,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from . import patch
 from ._version import __version__
 from .addresses import BindAddress, parse_bind
 from .config import Config
@@ -158,6 +159,8 @@ class Server:
         """Bind every listener (or adopt ``sockets``). After it, ``addresses`` is known."""
         if self._started:
             return
+        if self.config.patch:
+            patch.apply()  # late for names the app bound at import; the CLI applies it first
         try:
             if sockets is not None:
                 for sock in sockets:

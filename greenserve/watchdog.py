@@ -1,12 +1,14 @@
 """The blocked-loop watchdog: a thread that notices when the hub stops turning.
 
-Strategy: every quarter of ``block_threshold`` a daemon thread reads the hub's turn counter
-(``Hub.turns``). When the counter has not moved for longer than the threshold and the hub's
-thread is not idle in its selector (its innermost frame is not the selector's ``select`` called
-by ``Hub._turn``), some code runs without ever waiting and every other request is stuck behind
-it. The watchdog then logs, once per incident, the stack of that thread (``sys._current_frames``:
+Strategy: every quarter of ``block_threshold`` a daemon thread reads the hub's counters of
+turns and of greenlet switches (``Hub.turns``, ``Hub.switches``). When neither has moved for
+longer than the threshold and the hub's thread is not idle in its selector (its innermost frame
+is not the selector's ``select`` called by ``Hub._turn``), one piece of code, a greenlet or a hub
+callback, has run all that time without waiting, and every other request is stuck behind it.
+The watchdog then logs, once per incident, the stack of that thread (``sys._current_frames``:
 with greenlets it is the stack of the greenlet that runs) and names it from the hub's record
-(``Hub.running``), and counts the incident.
+(``Hub.running``), and counts the incident. A long turn spent running many greenlets that each
+yield in time is load, not a block: it is not reported.
 
 Invariants: the watchdog only reads; it never raises into the app and costs the hub nothing
 (no per-turn timestamp). Its clock is sampled, so a block is measured to within a quarter of the
@@ -59,15 +61,15 @@ class Watchdog:
 
     def _watch(self) -> None:
         interval = max(0.005, self.threshold / 4)
-        turns = self.hub.turns
-        since = time.monotonic()  # when the counter last moved (or the loop was seen idle)
+        moves = self._moves()
+        since = time.monotonic()  # when the counters last moved (or the loop was seen idle)
         reported = False
         while not self._stop.wait(interval):
             now = time.monotonic()
-            if self.hub.turns != turns:
+            if self._moves() != moves:
                 if reported:
                     log.debug("the event loop turns again after %.3f s", now - since)
-                turns, since, reported = self.hub.turns, now, False
+                moves, since, reported = self._moves(), now, False
                 continue
             if reported or now - since <= self.threshold:
                 continue
@@ -79,6 +81,9 @@ class Watchdog:
             self.incidents += 1
             self._report(frame, now - since)
             del frame
+
+    def _moves(self) -> int:
+        return self.hub.turns + self.hub.switches
 
     def _idle(self, frame: FrameType) -> bool:
         back = frame.f_back
