@@ -3,6 +3,7 @@ incident with their stack; an idle or cooperative server never is."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import time
 from typing import List
@@ -62,6 +63,23 @@ def test_an_idle_or_cooperative_server_is_never_reported(serve, caplog):
         time.sleep(0.1)
     assert server.statistics()["blocked_loop_incidents"] == 0
     assert reports(caplog) == []
+
+
+def test_a_long_turn_of_many_greenlets_that_each_yield_is_not_a_block(serve, caplog):
+    def brief(environ, start_response):
+        greenserve.sleep(0.05)  # all of them wake in the same turn...
+        end = time.monotonic() + 0.004
+        while time.monotonic() < end:
+            pass  # ...and each computes 4 ms: the turn lasts 60 x 4 ms, no one blocks long
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    server = serve(brief, block_threshold=0.05)
+    with caplog.at_level(logging.WARNING, logger="greenserve.error"):
+        with concurrent.futures.ThreadPoolExecutor(60) as pool:
+            bodies = list(pool.map(lambda _: requests.get(server.url, timeout=20).text, range(60)))
+    assert bodies == ["ok"] * 60
+    assert server.statistics()["blocked_loop_incidents"] == 0, reports(caplog)
 
 
 def test_a_blocking_hub_callback_is_reported_as_the_loop(serve, caplog):
