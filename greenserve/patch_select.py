@@ -72,7 +72,10 @@ def cooperative_select(rlist: Sequence[Any], wlist: Sequence[Any], xlist: Sequen
     return found if found is not None else ([], [], [])
 
 
-def _nonempty(ready: Tuple[List[Any], List[Any], List[Any]]) -> Any:
+Ready = Tuple[List[Any], List[Any], List[Any]]
+
+
+def _nonempty(ready: Ready) -> Optional[Ready]:
     return ready if any(ready) else None
 
 

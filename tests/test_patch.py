@@ -23,7 +23,7 @@ import pytest
 import requests
 
 import greenserve
-from greenserve import patch
+from greenserve import patch, patch_select
 from greenserve.patch_socket import CoopSocket
 
 from conftest import run_hub, wait_until
@@ -180,6 +180,19 @@ def test_importing_greenserve_patches_nothing():
         "assert before == after and not greenserve.patch.applied(), after\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_a_server_asked_to_patch_applies_it_and_keeps_its_own_selector(serve):
+    try:
+        server = serve(sleepy, patch=True)
+        assert patch.applied()
+        # the hub took the platform's selector, not the patched one
+        assert selectors.DefaultSelector is patch_select.CooperativeSelector
+        assert type(server.server.hub.selector) is patch_select._Selector
+        elapsed, _ = concurrently(lambda i: requests.get(server.url, timeout=20).content, 20)
+        assert elapsed < 1.0, f"20 x time.sleep(0.1) took {elapsed:.2f} s"
+    finally:
+        patch.undo()
 
 
 # -- real clients of a slow upstream: 200 at once -----------------------------------------------
