@@ -19,7 +19,7 @@ from __future__ import annotations
 import _thread
 import contextvars
 import weakref
-from typing import Any, Dict, Tuple
+from typing import Any, Callable, Dict, Tuple
 
 from .hub import current_greenlet, waitable_hub
 
@@ -83,25 +83,24 @@ class local:
         return self
 
     def __getattribute__(self, name: str) -> Any:
-        impl: _Impl = object.__getattribute__(self, "_local__impl")
-        with impl.lock:
-            _enter(self)
-            return object.__getattribute__(self, name)
+        return _in_namespace(self, object.__getattribute__, name)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name == "__dict__":
-            raise AttributeError(f"{type(self).__name__!r} object attribute '__dict__' is "
-                                 "read-only")
-        impl: _Impl = object.__getattribute__(self, "_local__impl")
-        with impl.lock:
-            _enter(self)
-            object.__setattr__(self, name, value)
+        _in_namespace(self, object.__setattr__, _not_dict(self, name), value)
 
     def __delattr__(self, name: str) -> None:
-        if name == "__dict__":
-            raise AttributeError(f"{type(self).__name__!r} object attribute '__dict__' is "
-                                 "read-only")
-        impl: _Impl = object.__getattribute__(self, "_local__impl")
-        with impl.lock:
-            _enter(self)
-            object.__delattr__(self, name)
+        _in_namespace(self, object.__delattr__, _not_dict(self, name))
+
+
+def _in_namespace(self: local, op: Callable[..., Any], *args: Any) -> Any:
+    """Run ``op(self, *args)`` on the caller's namespace, under the object's lock."""
+    impl: _Impl = object.__getattribute__(self, "_local__impl")
+    with impl.lock:
+        _enter(self)
+        return op(self, *args)
+
+
+def _not_dict(self: local, name: str) -> str:
+    if name == "__dict__":
+        raise AttributeError(f"{type(self).__name__!r} object attribute '__dict__' is read-only")
+    return name

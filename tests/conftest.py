@@ -205,3 +205,17 @@ class Tracked:
 
     def close(self) -> None:
         self.closed.set()
+
+
+def serving_in_thread(server: Any) -> Iterator[int]:
+    """Run a socketserver-style ``server`` (a peer for the tests: an upstream) in a thread;
+    yield its port; shut it down afterwards. For fixtures: ``yield from serving_in_thread(s)``."""
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)

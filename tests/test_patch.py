@@ -26,7 +26,7 @@ import greenserve
 from greenserve import patch, patch_select
 from greenserve.patch_socket import CoopSocket
 
-from conftest import run_hub, wait_until
+from conftest import run_hub, serving_in_thread, wait_until
 from test_cli import run  # noqa: F401  (the subprocess fixture)
 from test_concurrency import slow_upstream  # noqa: F401  (a raw TCP upstream: 0.1 s a line)
 
@@ -85,15 +85,7 @@ class _Upstream(http.server.ThreadingHTTPServer):
 def _serve_upstream(tls: Any = None) -> Iterator[int]:
     upstream = _Upstream(("127.0.0.1", 0), _SlowHTTP)
     upstream.tls = tls
-    thread = threading.Thread(target=upstream.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
-    thread.start()
-    try:
-        yield upstream.server_address[1]
-    finally:
-        upstream.shutdown()
-        upstream.server_close()
-        thread.join(5)
+    yield from serving_in_thread(upstream)
 
 
 @pytest.fixture
@@ -198,30 +190,26 @@ def test_a_server_asked_to_patch_applies_it_and_keeps_its_own_selector(serve):
 # -- real clients of a slow upstream: 200 at once -----------------------------------------------
 
 
-def test_requests_to_a_slow_upstream_run_concurrently(patched, http_upstream, serve):
+def _with_requests(port: int, path: str) -> bytes:
+    return requests.get(f"http://127.0.0.1:{port}/{path}", timeout=10).content
+
+
+def _with_http_client(port: int, path: str) -> bytes:
+    conn = http.client.HTTPConnection("localhost", port, timeout=10)  # a name to resolve
+    try:
+        conn.request("GET", "/" + path)
+        return conn.getresponse().read()
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("client", [_with_requests, _with_http_client],
+                         ids=["requests", "http.client"])
+def test_http_clients_of_a_slow_upstream_run_concurrently(patched, http_upstream, serve, client):
     def app(environ, start_response):
-        answer = requests.get(f"http://127.0.0.1:{http_upstream}/{environ['QUERY_STRING']}",
-                              timeout=10)
+        answer = client(http_upstream, environ["QUERY_STRING"])
         start_response("200 OK", [("Content-Type", "text/plain")])
-        return [answer.content]
-
-    server = serve(app)
-    elapsed, bodies = concurrently(
-        lambda i: requests.get(server.url, params=str(i), timeout=20).content, 200)
-    assert bodies == [b"upstream /%d" % i for i in range(200)]
-    assert elapsed < 2.0, f"200 requests took {elapsed:.2f} s (one at a time: 20 s)"
-
-
-def test_http_client_to_a_slow_upstream_runs_concurrently(patched, http_upstream, serve):
-    def app(environ, start_response):
-        conn = http.client.HTTPConnection("localhost", http_upstream, timeout=10)  # a name
-        try:
-            conn.request("GET", "/" + environ["QUERY_STRING"])
-            body = conn.getresponse().read()
-        finally:
-            conn.close()
-        start_response("200 OK", [("Content-Type", "text/plain")])
-        return [body]
+        return [answer]
 
     server = serve(app)
     elapsed, bodies = concurrently(
