@@ -33,7 +33,9 @@ def peer_gone(sock: socket.socket, pipelined: bool) -> bool:
     read. End of stream behind a pipelined request (``pipelined``) is a client that half-closed
     after sending its requests and still reads the answers, so it does not count."""
     try:
-        data = sock.recv(1, socket.MSG_PEEK)
+        # The kernel socket's own recv: a TLS socket refuses flags, and the question is about
+        # TCP. (So a TLS client that sends close_notify before leaving reads as still there.)
+        data = socket.SocketType.recv(sock, 1, socket.MSG_PEEK)
     except BlockingIOError:
         return False
     except OSError:  # ECONNRESET, EPIPE, ENOTCONN: the connection is gone

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -16,7 +17,9 @@ import requests
 
 import greenserve
 from conftest import Reader, Tracked, connect, wait_until
+from greenserve.guards import peer_gone
 from test_cli import run  # noqa: F401  (the subprocess fixture)
+from test_patch import certificate  # noqa: F401  (a self-signed certificate, made once)
 
 GET = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
 
@@ -243,3 +246,23 @@ def test_a_slow_stream_to_a_present_client_is_sent_whole(serve):
     assert requests.get(server.url, timeout=10).content == b"01234"
     assert closed.wait(5)
     assert server.statistics()["responses_aborted"] == 0
+
+
+def test_the_probe_works_on_a_tls_socket_too(certificate):
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(*certificate)
+    client_ctx = ssl.create_default_context(cafile=certificate[0])
+    a, b = socket.socketpair()
+    server = server_ctx.wrap_socket(a, server_side=True, do_handshake_on_connect=False)
+    client = client_ctx.wrap_socket(b, server_hostname="localhost", do_handshake_on_connect=False)
+    shake = threading.Thread(target=client.do_handshake)
+    shake.start()
+    server.do_handshake()
+    shake.join(10)
+    server.setblocking(False)
+    try:
+        assert peer_gone(server, False) is False  # a TLS socket refuses MSG_PEEK: not here
+        client.close()  # no close_notify sent: the plain end of the stream
+        assert wait_until(lambda: peer_gone(server, False))
+    finally:
+        server.close()
