@@ -40,8 +40,8 @@ _SMALL = 16384  # pieces up to this size are joined with the head into one send
 _REASONS = {
     400: "Bad Request", 408: "Request Timeout", 413: "Content Too Large", 414: "URI Too Long",
     417: "Expectation Failed", 431: "Request Header Fields Too Large", 500:
-    "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable", 505:
-    "HTTP Version Not Supported", 504: "Gateway Timeout",
+    "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable", 504:
+    "Gateway Timeout", 505: "HTTP Version Not Supported",
 }
 _GONE = 0  # client_error status meaning "nothing can be sent any more"
 
@@ -394,8 +394,8 @@ class Connection:
             log.error("the app broke the WSGI or HTTP rules: %s", exc)
             status = 500
         elif isinstance(exc, RequestTimedOut):
-            # The app gave no answer in time. 504 (RFC 9110 15.6.5): the origin behind this
-            # gateway-like server timed out; 503 stays the answer to a stopping server.
+            # The app did not answer in time: 504 (RFC 9110 15.6.5), the server got no timely
+            # answer from what it stands in front of. 503 stays the answer of a stopping server.
             log.warning("request cancelled: %s; it was waiting here:", exc, exc_info=exc)
             status = 504
         elif isinstance(exc, Cancelled):

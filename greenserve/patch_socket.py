@@ -144,10 +144,6 @@ class TimeoutInPython:
         _forget(self)
         super()._real_close(*args)  # type: ignore[misc]
 
-    def detach(self) -> int:
-        _forget(self)
-        return super().detach()  # type: ignore[misc, no-any-return]
-
 
 def _forget(sock: Any) -> None:
     """Before the fd goes: wake a greenlet of this thread's hub still waiting on it."""
@@ -259,7 +255,8 @@ class CoopSocket(TimeoutInPython, _Socket):
     def sendfile(self, file: Any, offset: int = 0, count: Optional[int] = None) -> int:
         if waitable_hub() is None:
             return super().sendfile(file, offset, count)
-        return self._sendfile_use_send(file, offset, count)  # type: ignore[attr-defined, no-any-return]
+        send = self._sendfile_use_send  # type: ignore[attr-defined]
+        return send(file, offset, count)  # type: ignore[no-any-return]
 
 
 # -- name lookups -------------------------------------------------------------------------------

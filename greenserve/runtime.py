@@ -74,7 +74,8 @@ class Event:
     def __init__(self) -> None:
         self._flag = False
         self._waiters: List[Tuple[Hub, Parking]] = []
-        self._lock = threading.Lock()  # set() may come from another thread; never held across a wait
+        # set() may come from another thread; the lock is never held across a wait
+        self._lock = threading.Lock()
 
     def is_set(self) -> bool:
         return self._flag

@@ -151,7 +151,8 @@ class Server:
         self._stopped = threading.Event()
         self._thread: Optional[int] = None
         self._access = _AccessLog(config.access_log)
-        self.watchdog = Watchdog(self.hub, config.block_threshold) if config.block_threshold else None
+        self.watchdog = (Watchdog(self.hub, config.block_threshold)
+                         if config.block_threshold else None)
 
     # -- lifecycle ----------------------------------------------------------------------------
 

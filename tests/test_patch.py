@@ -438,6 +438,18 @@ def test_a_timeout_interrupts_a_patched_socket_wait(patched, slow_upstream):
     assert run_hub(main) == b"pong ping\n"
 
 
+def test_closing_a_patched_socket_wakes_the_greenlet_waiting_on_it(patched, slow_upstream):
+    def main(hub: Any) -> None:
+        sock = socket.create_connection(("127.0.0.1", slow_upstream), timeout=10)
+        reader = greenserve.spawn(sock.recv, 10)
+        greenserve.sleep(0.02)  # the reader waits on the hub
+        sock.close()
+        with pytest.raises(OSError):  # not a hang until the timeout
+            reader.join(1)
+
+    run_hub(main)
+
+
 def test_name_lookups_run_in_pool_threads_in_a_hub(patched):
     def main(hub: Any) -> Any:
         return socket.gethostbyname("localhost"), socket.getaddrinfo("localhost", 80)[0][4][1]

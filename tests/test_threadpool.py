@@ -1,4 +1,5 @@
-"""run_in_thread and name resolution through the pool, on a real hub with real threads and sockets."""
+"""run_in_thread and name resolution through the pool, on a real hub, with real threads and
+sockets."""
 
 from __future__ import annotations
 
