@@ -12,7 +12,10 @@ yield in time is load, not a block: it is not reported.
 
 Invariants: the watchdog only reads; it never raises into the app and costs the hub nothing
 (no per-turn timestamp). Its clock is sampled, so a block is measured to within a quarter of the
-threshold. It starts from the hub's first turn, so start-up never counts as a block.
+threshold. It starts from the hub's first turn, so start-up never counts as a block. When the
+watchdog's own thread wakes up late, the whole process was held (an overloaded host, a CPU
+quota, a C call that keeps the GIL): that sample proves nothing and the clock starts again, so
+a stall of the machine is not blamed on whatever code happened to run.
 """
 
 from __future__ import annotations
@@ -61,11 +64,19 @@ class Watchdog:
 
     def _watch(self) -> None:
         interval = max(0.005, self.threshold / 4)
+        tolerance = max(interval, 0.02)  # how late a wake-up of this thread may be
         moves = self._moves()
-        since = time.monotonic()  # when the counters last moved (or the loop was seen idle)
+        since = woke = time.monotonic()  # since: when the counters last moved (or idle)
         reported = False
         while not self._stop.wait(interval):
-            now = time.monotonic()
+            now, previous = time.monotonic(), woke
+            woke = now
+            if now - previous > interval + tolerance and not reported:
+                # This thread was not scheduled in time either: the whole process was held
+                # (an overloaded host, a CPU quota, a C call keeping the GIL). Its clock says
+                # nothing about the loop; start measuring again.
+                since = now
+                continue
             if self._moves() != moves:
                 if reported:
                     log.debug("the event loop turns again after %.3f s", now - since)

@@ -114,7 +114,7 @@ def test_a_quick_request_is_untouched_and_its_deadline_never_fires_later(serve):
         time.sleep(0.4)  # idle on the kept-alive connection past the first request's deadline
         sock.sendall(GET)
         assert reader.read_response().body == b"quick"
-    assert server.statistics()["responses"]["2xx"] == 2
+    assert wait_until(lambda: server.statistics()["responses"]["2xx"] == 2)
 
 
 def test_the_request_timeout_flag_answers_504(run):
