@@ -16,6 +16,7 @@ import os
 import sys
 from typing import Any, Callable, Dict, Mapping, NoReturn, Optional, Sequence, Tuple
 
+from . import patch
 from ._version import __version__
 from .config import ENV_PREFIX, Config, Setting, env_name, flag_name
 from .configfile import read_config_file, render_toml
@@ -162,6 +163,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         configure_logging(config.log_level, config.log_config)
     except ConfigError as exc:
         return _fail(str(exc))
+    if config.patch:
+        patch.apply()  # before the app and the libraries it imports bind the blocking originals
     spec: str = args.app or ""
     try:
         if args.check_config:

@@ -231,7 +231,7 @@ class Config:
         30.0, "seconds in-flight requests get to finish on stop (SIGTERM, Ctrl-C)",
         parse=parse_seconds, check=_not_negative, metavar="SECONDS")
     request_timeout: float = option(
-        0.0, "seconds an app may take for one request before it is cancelled (503/504 if no "
+        0.0, "seconds an app may take for one request before it is cancelled (504 if no "
         "response was started, else the connection is closed); 0 means no limit",
         parse=parse_seconds, check=_not_negative, metavar="SECONDS")
     block_threshold: float = option(

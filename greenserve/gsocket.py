@@ -15,6 +15,7 @@ import socket
 from typing import Any, BinaryIO, List, Optional, Sequence, Tuple, Union
 
 from .hub import Hub, get_hub
+from .threadpool import getaddrinfo
 
 Buffer = Union[bytes, bytearray, memoryview]
 YIELD_EVERY = 1 << 20
@@ -55,11 +56,36 @@ class GreenSocket:
         cls, address: Tuple[Any, ...], timeout: Optional[float] = None,
         family: int = socket.AF_INET, hub: Optional[Hub] = None,
     ) -> "GreenSocket":
-        """Open a TCP connection (numeric address). May switch. Raises OSError, TimeoutError."""
+        """Open a TCP connection to (host, port) over ``family`` (AF_UNSPEC: any). A host name
+        is resolved in a pool thread (``run_in_thread``) and each of its addresses is tried in
+        turn; ``timeout`` bounds the whole. May switch. Raises OSError (the last address's
+        error), TimeoutError, socket.gaierror."""
+        hub = hub if hub is not None else get_hub()
+        deadline = None if timeout is None else hub.time() + timeout
+        infos = getaddrinfo(address[0], address[1], family, socket.SOCK_STREAM)
+        error: Optional[OSError] = None
+        for info_family, _, _, _, sockaddr in infos:
+            try:
+                return cls._connect_to(info_family, sockaddr, deadline, hub)
+            except OSError as exc:  # TimeoutError included: try the next address
+                error = exc
+        raise error or OSError(f"no address to connect to for {address[0]!r}")
+
+    @classmethod
+    def create_connection(
+        cls, address: Tuple[Any, ...], timeout: Optional[float] = None, hub: Optional[Hub] = None,
+    ) -> "GreenSocket":
+        """Like socket.create_connection: IPv4 or IPv6, whichever the name resolves to.
+        May switch. Raises as ``connect``."""
+        return cls.connect(address, timeout, socket.AF_UNSPEC, hub)
+
+    @classmethod
+    def _connect_to(
+        cls, family: int, sockaddr: Tuple[Any, ...], deadline: Optional[float], hub: Hub,
+    ) -> "GreenSocket":
         gs = cls(socket.socket(family, socket.SOCK_STREAM), hub)
-        deadline = None if timeout is None else gs.hub.time() + timeout
         try:
-            err = gs.sock.connect_ex(address)
+            err = gs.sock.connect_ex(sockaddr)
             if err not in (0, errno.EINPROGRESS):
                 raise OSError(err, os.strerror(err))
             if err:

@@ -25,8 +25,10 @@ from typing import TYPE_CHECKING, Any, Dict, Iterable, Optional, Tuple
 from . import h1
 from .errors import (
     Cancelled, ClientDisconnected, ClientError, LocalProtocolError, RemoteProtocolError,
+    RequestTimedOut,
 )
 from .gsocket import GreenSocket
+from .guards import arm_deadline, peer_gone
 from .proxy import PROXY_KEYS
 from .wsgi import EMPTY_INPUT, FileWrapper, Input, Response, request_environ, single_body
 
@@ -39,8 +41,8 @@ _SMALL = 16384  # pieces up to this size are joined with the head into one send
 _REASONS = {
     400: "Bad Request", 408: "Request Timeout", 413: "Content Too Large", 414: "URI Too Long",
     417: "Expectation Failed", 431: "Request Header Fields Too Large", 500:
-    "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable", 505:
-    "HTTP Version Not Supported",
+    "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable", 504:
+    "Gateway Timeout", 505: "HTTP Version Not Supported",
 }
 _GONE = 0  # client_error status meaning "nothing can be sent any more"
 
@@ -189,10 +191,13 @@ class Connection:
         self.body_sent = 0
         environ = request_environ(self.base_env, self.peer, request,
                                   Input(self._read_chunk) if conn.body_pending else EMPTY_INPUT)
+        environ["greenserve.client_disconnected"] = self.client_disconnected
         if not environ.keys().isdisjoint(PROXY_KEYS):
             server.proxies.apply(environ, self.peer)  # applied if trusted, else removed
         server.request_started()
         result: Optional[Iterable[bytes]] = None
+        timeout = server.config.request_timeout
+        deadline = arm_deadline(server.hub, timeout) if timeout else None
         try:
             try:
                 result = server.app(environ, response.start_response)
@@ -213,6 +218,8 @@ class Connection:
             finally:
                 if result is not None and type(result) is not list and hasattr(result, "close"):
                     self._close_result(result)
+                if deadline is not None:
+                    deadline.cancel()
         except BaseException as exc:  # noqa: B902 - every outcome is decided in _fail
             server.request_finished(self, request, self._fail(exc, response), environ)
             if isinstance(exc, Cancelled):
@@ -223,6 +230,14 @@ class Connection:
             log.error("app sent more body than its Content-Length; the surplus was dropped")
             return False
         return conn.keep_alive and (not conn.body_pending or self._drain_body())
+
+    def client_disconnected(self) -> bool:
+        """``environ['greenserve.client_disconnected']()``: True once the client has closed or
+        reset the connection (see guards.peer_gone). Advice only: an answer the app still
+        sends goes out if it can (a half-closed client reads it). Never switches."""
+        if self.closed or self.client_error == _GONE:
+            return True
+        return peer_gone(self.gsock.sock, bool(self.h1.buffered))
 
     def _close_result(self, result: Any) -> None:
         try:
@@ -338,10 +353,16 @@ class Connection:
             return
         if type(result) is FileWrapper and not response.headers_sent and self._send_file(response, result):
             return
+        hub = self.server.hub
+        turns = hub.turns
         for piece in result:
             if type(piece) is not bytes:
                 raise LocalProtocolError(f"the app yielded {type(piece).__name__}, not bytes", 500)
+            if hub.turns != turns and self.client_disconnected():
+                # The app waited for this piece and the client left meanwhile: stop here.
+                raise ClientDisconnected("the client went away during a streamed response")
             self._emit(piece)
+            turns = hub.turns
         if not response.headers_sent:
             head = self._start_head(response, 0)
             self._send(head + self.h1.send_eom())
@@ -402,6 +423,11 @@ class Connection:
         elif isinstance(exc, LocalProtocolError):
             log.error("the app broke the WSGI or HTTP rules: %s", exc)
             status = 500
+        elif isinstance(exc, RequestTimedOut):
+            # The app did not answer in time: 504 (RFC 9110 15.6.5), the server got no timely
+            # answer from what it stands in front of. 503 stays the answer of a stopping server.
+            log.warning("request cancelled: %s; it was waiting here:", exc, exc_info=exc)
+            status = 504
         elif isinstance(exc, Cancelled):
             status = 503
         else:  # any other exception, SystemExit and KeyboardInterrupt from the app included
@@ -412,7 +438,8 @@ class Connection:
                 log.error("response aborted after its head was sent")
             self.close()
             return 0
-        self._send_error(status, wait=not isinstance(exc, Cancelled))
+        stopping = isinstance(exc, Cancelled) and not isinstance(exc, RequestTimedOut)
+        self._send_error(status, wait=not stopping)
         return status
 
     def _reject(self, exc: RemoteProtocolError) -> None:

@@ -40,6 +40,8 @@ _PARK_TIMEOUT = object()
 
 _local = threading.local()
 MAX_IDLE_WORKERS = 256
+# Captured at import, before greenserve.patch can replace it: the loop needs the real one.
+_DefaultSelector = selectors.DefaultSelector
 
 
 class Wake(enum.Enum):
@@ -119,11 +121,26 @@ def current_hub() -> Optional["Hub"]:
     return getattr(_local, "hub", None)
 
 
+def waitable_hub() -> Optional["Hub"]:
+    """Return the hub running in this thread if the caller may wait on it (it runs in one of
+    the hub's task greenlets, not in the loop itself); else None, and a wait must block."""
+    hub: Optional[Hub] = getattr(_local, "hub", None)
+    if hub is None or getcurrent() is hub._loop:
+        return None
+    return hub
+
+
+def current_greenlet() -> greenlet:
+    """Return the greenlet running now, in any thread (a thread's own code runs in its main
+    greenlet)."""
+    return getcurrent()
+
+
 class Hub:
     """The event loop of one thread. Methods that may switch say so."""
 
     def __init__(self) -> None:
-        self.selector = selectors.DefaultSelector()
+        self.selector = _DefaultSelector()
         self.time = time.monotonic
         self._entries: Dict[int, _FdEntry] = {}
         self._timers: List[Timer] = []
@@ -140,6 +157,7 @@ class Hub:
         self._stopping = False
         self.turns = 0  # loop iterations; a watchdog can read it from another thread
         self.running: Optional[greenlet] = None  # the task greenlet being run, if any
+        self.switches = 0  # task greenlets started or resumed; a watchdog reads it with turns
 
     # -- running ----------------------------------------------------------------------------
 
@@ -296,6 +314,7 @@ class Hub:
             worker = Task(fn, self._worker_main, self._loop)
         worker.gr_context = self._base_context.copy()
         previous, self.running = self.running, worker
+        self.switches += 1
         try:
             worker.switch(fn, args)
         finally:
@@ -329,6 +348,7 @@ class Hub:
         if glet.dead:  # killed before it started
             return
         previous, self.running = self.running, glet
+        self.switches += 1
         try:
             glet.switch(*args)
         finally:
@@ -373,9 +393,14 @@ class Hub:
     def _suspend(self) -> Wake:
         """Switch to the loop; return the token we are resumed with. May switch."""
         loop = self._loop
-        if loop is None or getcurrent() is loop:
+        me = getcurrent()
+        if loop is None or me is loop:
             raise RuntimeError("cannot wait in the hub itself or outside a running hub")
-        result: Wake = loop.switch()
+        try:
+            result: Wake = loop.switch()
+        finally:
+            self.running = me  # resumed (or thrown into): the watchdog's record of who runs
+            self.switches += 1
         return result
 
     # -- parking: the primitive that Event, Queue, locks and thread hand-offs are built on ---
@@ -527,6 +552,20 @@ class Hub:
             except (KeyError, ValueError):
                 pass
         entry.mask = 0
+
+    def release_fd(self, fd: int) -> None:
+        """Drop the hub's interest in ``fd`` unless someone waits on it. For fds the hub does
+        not own (an app's patched socket), which may be closed behind its back: a stale
+        registration would break the next fd to get that number."""
+        entry = self._entries.get(fd)
+        if entry is None or entry.reader is not None or entry.writer is not None:
+            return
+        del self._entries[fd]
+        if entry.mask:
+            try:
+                self.selector.unregister(fd)
+            except (KeyError, ValueError, OSError):
+                pass
 
     def fd_count(self) -> int:
         """How many fds the hub knows about (for statistics)."""

@@ -20,6 +20,7 @@ import socket
 import threading
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from . import patch
 from ._version import __version__
 from .addresses import BindAddress, parse_bind
 from .config import Config
@@ -33,6 +34,7 @@ from .preamble import Factory, connection_factory
 from .proxy import ProxyHeaders
 from .tls import make_context
 from .sockets import OwnedPath, bind_address
+from .watchdog import Watchdog
 from .wsgi import base_environ
 
 log = logging.getLogger("greenserve.error")
@@ -120,6 +122,8 @@ class Server:
         self.metrics: Optional[MetricsSlot] = None
         self._metrics_endpoint: Optional[MetricsEndpoint] = None
         self._access = AccessLog("")
+        self.watchdog = (Watchdog(self.hub, config.block_threshold, self._blocked_loop)
+                         if config.block_threshold else None)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -132,6 +136,8 @@ class Server:
         if self._started:
             return
         config = self.config
+        if config.patch:
+            patch.apply()  # late for names the app bound at import; the CLI applies it first
         context = make_context(config.certfile, config.keyfile, config.ca_certs,
                                config.cert_reqs, config.ciphers)
         try:
@@ -201,9 +207,13 @@ class Server:
         hub.call_soon(self._serving.set)
         hub.call_soon(self._schedule_sweep)
         hub.call_soon(self._tick_date)
+        if self.watchdog is not None:
+            hub.call_soon(self.watchdog.start)
         try:
             hub.run()
         finally:
+            if self.watchdog is not None:
+                self.watchdog.stop()
             self._close_everything()
             self._stopped.set()
 
@@ -340,6 +350,11 @@ class Server:
         """Connections that hold no greenlet: waiting for their first or next request."""
         return [conn for conn in self.connections if not conn.active]
 
+    def _blocked_loop(self) -> None:
+        """The watchdog saw the loop blocked (called in its thread): count it for metrics."""
+        if self.metrics is not None:
+            self.metrics.blocked_loop_incident()
+
     def _tick_date(self) -> None:
         """Keep the Date header current: refresh it at the start of every second."""
         self.hub.call_later(self.dates.refresh() + 0.001, self._tick_date)
@@ -398,6 +413,7 @@ class Server:
             "protocol_errors": s.protocol_errors,
             "accept_errors": s.accept_errors,
             "draining": self.draining,
+            "blocked_loop_incidents": self.watchdog.incidents if self.watchdog else 0,
         }
 
 

@@ -354,3 +354,17 @@ def run_to_end(*args: str, env: Optional[dict] = None, timeout: float = 30,
         [*prefix, sys.executable, "-m", "greenserve", *args], capture_output=True, text=True,
         timeout=timeout, env={**os.environ, **(env or {})}, **popen,
     )
+
+
+def serving_in_thread(server: Any) -> Iterator[int]:
+    """Run a socketserver-style ``server`` (a peer for the tests: an upstream) in a thread;
+    yield its port; shut it down afterwards. For fixtures: ``yield from serving_in_thread(s)``."""
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)

@@ -2,7 +2,9 @@
 
 errors, h1, config, targetapp import nothing of greenserve above them; the parser (h1) never
 imports socket, selectors, greenlet, time, logging or threading; only hub.py touches greenlet
-(switch, throw, getcurrent); wsgi.py knows no hub, sockets or greenlets.
+(switch, throw, getcurrent); wsgi.py knows no hub, sockets or greenlets; the cooperative runtime
+(runtime, threadpool, guards, watchdog) builds on the hub only, and the patch on the runtime;
+nothing but the entry points imports the patch.
 """
 
 from __future__ import annotations
@@ -264,6 +266,47 @@ def test_the_serving_core_knows_no_processes(name):
 def test_only_cli_imports_cli():
     users = [n for n, p in all_modules().items() if "greenserve.cli" in greenserve_imports(p)]
     assert set(users) <= {"greenserve.__main__"}, users
+
+
+# The cooperative runtime sits on the hub, and the patch on the runtime. Each module lists every
+# greenserve module it may import ("greenserve" itself, from ``from . import x``, aside).
+RUNTIME_LAYER = {
+    "greenserve.threadpool": {"greenserve.hub"},
+    "greenserve.runtime": {"greenserve.hub", "greenserve.errors"},
+    "greenserve.guards": {"greenserve.hub", "greenserve.errors"},
+    "greenserve.watchdog": {"greenserve.hub"},
+    "greenserve.patch_socket": {"greenserve.hub", "greenserve.threadpool"},
+    "greenserve.patch_ssl": {"greenserve.patch_socket"},
+    "greenserve.patch_select": {"greenserve.hub"},
+    "greenserve.patch_local": {"greenserve.hub"},
+    "greenserve.patch": {"greenserve.patch_local", "greenserve.patch_select",
+                         "greenserve.patch_socket", "greenserve.patch_ssl", "greenserve.runtime"},
+}
+# Only these may import the patch: it is applied by the command line (or a Server asked to),
+# never by importing a module.
+PATCH_IMPORTERS = {"greenserve", "greenserve.cli", "greenserve.server"}
+
+
+@pytest.mark.parametrize("name", sorted(RUNTIME_LAYER))
+def test_runtime_layer_imports_only_what_is_below_it(name):
+    modules = all_modules()
+    assert name in modules, f"{name} is in the table but not in the package"
+    found = greenserve_imports(modules[name]) - {"greenserve"}
+    assert found <= RUNTIME_LAYER[name], f"{name} imports {sorted(found - RUNTIME_LAYER[name])}"
+
+
+def test_only_the_entry_points_import_the_patch():
+    importers = set()
+    for name, path in all_modules().items():
+        if name.startswith("greenserve.patch"):
+            continue
+        if any(m.startswith("greenserve.patch") for m in greenserve_imports(path)):
+            importers.add(name)
+    assert importers <= PATCH_IMPORTERS, sorted(importers - PATCH_IMPORTERS)
+
+
+def test_the_hub_imports_none_of_the_runtime():
+    assert greenserve_imports(PACKAGE / "hub.py") == {"greenserve.errors"}
 
 
 # -- typing -------------------------------------------------------------------------------------
