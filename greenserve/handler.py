@@ -192,14 +192,16 @@ class Connection:
         environ = request_environ(self.base_env, self.peer, request,
                                   Input(self._read_chunk) if conn.body_pending else EMPTY_INPUT)
         environ["greenserve.client_disconnected"] = self.client_disconnected
-        if not environ.keys().isdisjoint(PROXY_KEYS):
-            server.proxies.apply(environ, self.peer)  # applied if trusted, else removed
         server.request_started()
         result: Optional[Iterable[bytes]] = None
         timeout = server.config.request_timeout
         deadline = arm_deadline(server.hub, timeout) if timeout else None
         try:
             try:
+                if not environ.keys().isdisjoint(PROXY_KEYS):
+                    # Applied if trusted, else removed; inside the request's error handling, so
+                    # a failure here is a 500 with its traceback logged, like the app's own.
+                    server.proxies.apply(environ, self.peer)
                 result = server.app(environ, response.start_response)
                 if (
                     type(result) is list and len(result) == 1 and type(result[0]) is bytes

@@ -33,6 +33,9 @@ _PAIR = re.compile(
     r'\x0a-\x1f\x7f]|\\[\t\x20-\x7e\x80-\xff])*")[ \t]*')
 # RFC 3986 3.2.2 reg-name or IPv4 (the characters of), or an IP-literal; then an optional port.
 _HOST = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]+)(?::([0-9]{1,5}))?")
+# RFC 3986 3.2.3 port = *DIGIT, ASCII digits only: str.isdigit() also accepts '²' or '٣',
+# which int() then refuses or reads as another number.
+_PORT = re.compile(r"[0-9]{1,5}")
 
 
 class ProxyHeaders:
@@ -88,8 +91,9 @@ class ProxyHeaders:
             environ["wsgi.url_scheme"] = proto.lower()
         if host is not None:
             _set_host(environ, host)
-        if port is not None and port.isdigit() and 0 < int(port) < 65536:
-            environ["SERVER_PORT"] = str(int(port))
+        port = _port(port) if port is not None else None
+        if port is not None and port != "0":
+            environ["SERVER_PORT"] = port
 
     def _pick(self, entries: Optional[List[Dict[str, str]]]) -> Optional[Dict[str, str]]:
         """The Nth entry from the right (the leftmost if there are fewer)."""
@@ -152,9 +156,14 @@ def split_node(node: str) -> Tuple[Optional[str], Optional[str]]:
     else:
         host, port = node, None  # IPv4, or a bare IPv6 address (X-Forwarded-For writes them)
     ip = _ip(host)
-    if port is not None and not (port.isdigit() and len(port) <= 5 and int(port) < 65536):
-        port = None
-    return (str(ip) if ip is not None else None), port
+    return (str(ip) if ip is not None else None), (_port(port) if port is not None else None)
+
+
+def _port(text: str) -> Optional[str]:
+    """``text`` as a port number 0..65535 without leading zeros; None if it is not one."""
+    if _PORT.fullmatch(text) is None or int(text) > 65535:
+        return None
+    return str(int(text))
 
 
 def _set_client(environ: Dict[str, Any], node: str) -> None:
@@ -163,7 +172,7 @@ def _set_client(environ: Dict[str, Any], node: str) -> None:
         return
     environ["REMOTE_ADDR"] = address
     if port is not None:
-        environ["REMOTE_PORT"] = str(int(port))
+        environ["REMOTE_PORT"] = port
     else:
         environ.pop("REMOTE_PORT", None)  # the proxy's own port says nothing about the client
 

@@ -371,3 +371,51 @@ def test_inherited_sockets_keep_their_roles():
     finally:
         server.stop(1)
         thread.join(10)
+
+
+# -- values that only look like numbers; failures inside the proxy step --------------------------
+
+
+@pytest.mark.parametrize("header, expected", [
+    # '\xb2' is '²' in latin-1: str.isdigit() says yes, int() says no.
+    (b"X-Forwarded-Port: \xb2", {"REMOTE_ADDR": "127.0.0.1", "SERVER_PORT": None}),
+    (b"X-Forwarded-Port: 8\xb2", {"REMOTE_ADDR": "127.0.0.1", "SERVER_PORT": None}),
+    (b"X-Forwarded-For: 192.0.2.4:\xb2", {"REMOTE_ADDR": "192.0.2.4", "REMOTE_PORT": None}),
+    (b"X-Forwarded-For: [2001:db8::4]:\xb2", {"REMOTE_ADDR": "2001:db8::4", "REMOTE_PORT": None}),
+    (b"X-Forwarded-For: 192.0.2.4:0080", {"REMOTE_ADDR": "192.0.2.4", "REMOTE_PORT": "80"}),
+    (b"X-Forwarded-Host: shop.example:\xb2", {"HTTP_HOST": "app.test"}),
+])
+def test_digits_beyond_ascii_from_a_trusted_proxy_are_ignored(serve, header, expected):
+    server = serve(echo_environ)
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        sock.sendall(GET % (header + b"\r\n"))
+        resp = Reader(sock).read_response()
+    assert resp.status == 200, resp.body  # not a dropped connection
+    seen = json.loads(resp.body)
+    for key, value in expected.items():
+        if value is None:
+            assert key not in seen or seen[key] == str(server.port), (key, seen)
+        else:
+            assert seen[key] == value, (key, seen)
+
+
+def test_a_failure_while_applying_proxy_headers_is_a_500_with_a_traceback(serve, caplog):
+    """No value can make ProxyHeaders.apply raise any more (see above), so a stand-in that
+    raises plays the unexpected bug: the client gets a 500, the log the traceback, and the
+    server goes on."""
+    class Broken:
+        def apply(self, environ, peer):
+            raise ValueError("a bug in the proxy step")
+
+    server = serve(echo_environ)
+    real = server.server.proxies
+    server.server.proxies = Broken()
+    try:
+        with socket.create_connection((server.host, server.port), timeout=10) as sock:
+            sock.sendall(GET % b"X-Forwarded-For: 192.0.2.4\r\n")
+            assert Reader(sock).read_response().status == 500
+    finally:
+        server.server.proxies = real
+    logged = [r for r in caplog.records if r.exc_info and "proxy step" in str(r.exc_info[1])]
+    assert logged and logged[0].levelname == "ERROR"
+    assert ask((server.host, server.port))["REMOTE_ADDR"] == "127.0.0.1"
