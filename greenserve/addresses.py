@@ -2,11 +2,15 @@
 
 Forms: ``HOST:PORT``, ``[IPV6]:PORT`` (``[::]`` is dual-stack: IPv6 and IPv4), ``:PORT`` (all
 IPv4 interfaces), ``unix:/path``, ``fd://N`` (an inherited, already-bound socket on fd N).
+
+Also ``ip_literal``: the strict reading of an address that a peer claims for a client (proxy
+headers, the PROXY protocol), where only a plain IP literal is an address.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import ipaddress
+from typing import NamedTuple, Optional, Union
 
 
 class BindAddress(NamedTuple):
@@ -48,3 +52,21 @@ def parse_bind(text: str) -> BindAddress:
     if not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"{text!r}: port must be a number from 0 to 65535")
     return BindAddress("tcp", host, int(port))
+
+
+IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+_IP_CHARACTERS = frozenset("0123456789abcdefABCDEF:.")
+
+
+def ip_literal(text: str) -> Optional[IPAddress]:
+    """``text`` as an IP address if it is a plain IPv4 or IPv6 literal, else None: a host name,
+    brackets, a zone index ('fe80::1%eth0', which ``ipaddress`` accepts), spaces, digits other
+    than ASCII, or an IPv4 part with a leading zero (octal to some parsers) are not."""
+    if not text or not _IP_CHARACTERS.issuperset(text):
+        return None
+    if ":" not in text and any(len(part) > 1 and part[0] == "0" for part in text.split(".")):
+        return None
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None

@@ -272,12 +272,18 @@ class Config:
         "", "OpenSSL cipher list for TLS 1.2 (default: OpenSSL's secure defaults)",
         metavar="CIPHERS")
     forwarded_allow_ips: Tuple[str, ...] = option(
-        ("127.0.0.1", "::1"), "peers (IPs, CIDR networks, or '*') whose Forwarded and "
-        "X-Forwarded-* headers are applied; from other peers those headers are removed",
+        ("127.0.0.1", "::1"), "peers (IPs, CIDR networks, or '*') whose proxy headers are "
+        "applied (see --forwarded-headers), and that may connect to --proxy-protocol-bind; "
+        "from other peers those headers are removed",
         parse=parse_list, check=_networks, metavar="NETWORKS", repeat=True)
     proxy_count: int = option(
         1, "how many trusted proxies append to Forwarded / X-Forwarded-For: the client is the "
         "Nth address from the right", parse=int, check=_positive, metavar="N")
+    forwarded_headers: str = option(
+        "x-forwarded", "which proxy headers are believed from --forwarded-allow-ips peers: "
+        "x-forwarded (X-Forwarded-For, -Proto, -Host, -Port) or forwarded (RFC 7239); the "
+        "other family is removed", check=_one_of("x-forwarded", "forwarded"),
+        metavar="FAMILY")
     proxy_protocol_bind: Tuple[str, ...] = option(
         (), "extra address to listen on whose connections begin with a PROXY protocol v1 or v2 "
         "header (repeat for several)", parse=parse_list, check=_proxy_binds, metavar="ADDRESS",

@@ -7,7 +7,9 @@ from the first byte), then serves HTTP as any connection does. Order follows the
 protocol specification: its header comes first, before any TLS byte.
 
 The PROXY header is read with MSG_PEEK and then exactly its length, so the bytes after it (a
-TLS ClientHello, a request) stay in the socket for whoever reads next.
+TLS ClientHello, a request) stay in the socket for whoever reads next. Only a trusted proxy
+(``forwarded_allow_ips``) may send one: a connection from any other peer is closed as soon as
+it is accepted, before a byte of it is read.
 """
 
 from __future__ import annotations
@@ -124,7 +126,11 @@ class PreambleConnection(Connection):
 
     def watch(self) -> None:
         """Go idle; but if OpenSSL already holds decrypted bytes, the fd will not wake us for
-        them: serve them on the next turn instead."""
+        them: serve them on the next turn instead. A new connection to a PROXY protocol
+        listener from a peer that is not a trusted proxy is closed here, unread."""
+        if not self.prepared and self.proxy_protocol and not self._from_trusted_proxy():
+            self.close()
+            return
         gsock = self.gsock
         if self.prepared and isinstance(gsock, GreenSSLSocket) and gsock.pending():
             self.active = False
@@ -132,6 +138,16 @@ class PreambleConnection(Connection):
             self.server.hub.call_soon(self._serve_pending)
             return
         super().watch()
+
+    def _from_trusted_proxy(self) -> bool:
+        """Whether the real peer may send a PROXY header. The header names the client, and the
+        client's address decides whether its X-Forwarded-* are believed: so only the proxies
+        of ``forwarded_allow_ips`` may speak it, or anyone could claim any address."""
+        if self.server.proxies.trusts(self.peer):
+            return True
+        log.info("dropped a connection from %s to a PROXY protocol listener: not in "
+                 "--forwarded-allow-ips", self.peer[0] if self.peer else "?")
+        return False
 
     def _serve_pending(self) -> None:
         if not self.closed and not self.active:

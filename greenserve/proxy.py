@@ -1,16 +1,23 @@
-"""Trusted proxies: Forwarded (RFC 7239) and X-Forwarded-* applied to the WSGI environ.
+"""Trusted proxies: Forwarded (RFC 7239) or X-Forwarded-* applied to the WSGI environ.
 
 Strategy:
-- Only a peer in ``forwarded_allow_ips`` is believed. From any other peer the proxy headers are
-  removed from the environ, so an app can never be fooled by a client writing them itself.
+- Only a peer in ``forwarded_allow_ips`` is believed. From any other peer every header in
+  ``PROXY_KEYS`` is removed from the environ, so an app (or a framework that reads X-Real-IP
+  or Front-End-Https) can never be fooled by a client writing them itself.
+- From a trusted peer, one family is believed, as ``forwarded_headers`` says: "x-forwarded"
+  (X-Forwarded-For, -Proto, -Host, -Port: what nginx, HAProxy and the cloud balancers write)
+  or "forwarded" (RFC 7239). The other family is removed: a proxy passes on what it does not
+  write itself, so a header of the other family may come from the client.
 - Each proxy appends one entry for the peer it heard from, so the client is the Nth entry from
   the right, N being ``proxy_count`` (the number of trusted proxies in front of the server);
   whatever a client wrote in those headers is further to the left and never chosen.
-- ``Forwarded`` wins over the X-Forwarded-* family when both are present. From the chosen entry:
-  ``for`` -> REMOTE_ADDR (and REMOTE_PORT), ``proto`` -> wsgi.url_scheme, ``host`` ->
-  HTTP_HOST, SERVER_NAME, SERVER_PORT. A value that is not well-formed is ignored, not guessed at.
+- From the chosen entry: ``for`` -> REMOTE_ADDR (and REMOTE_PORT), ``proto`` ->
+  wsgi.url_scheme, ``host`` -> HTTP_HOST, SERVER_NAME, SERVER_PORT. Nothing is guessed: a
+  Forwarded header that is not well-formed is ignored whole, an X-Forwarded-* header whose
+  value is not well-formed is ignored, and a node that is not a plain IP literal (a name, an
+  obfuscated identifier, "unknown", an IPv6 zone index) leaves REMOTE_ADDR the peer's.
 - The handler calls ``apply`` only when one of ``PROXY_KEYS`` is in the environ (one
-  ``isdisjoint`` call: five dict lookups in C), so requests without proxy headers pay nothing
+  ``isdisjoint`` call: a few dict lookups in C), so requests without proxy headers pay nothing
   more.
 
 This module does no I/O.
@@ -22,8 +29,17 @@ import ipaddress
 import re
 from typing import Any, Dict, List, Optional, Tuple
 
-PROXY_KEYS = frozenset(["HTTP_FORWARDED", "HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO",
-                        "HTTP_X_FORWARDED_HOST", "HTTP_X_FORWARDED_PORT"])
+from .addresses import ip_literal
+
+FORWARDED_KEYS = ("HTTP_FORWARDED",)
+X_FORWARDED_KEYS = ("HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO", "HTTP_X_FORWARDED_HOST",
+                    "HTTP_X_FORWARDED_PORT")
+# Not read here, but read by frameworks and middleware as the client's address, scheme or
+# mount point: removed from untrusted peers, left as they are from trusted ones.
+OTHER_KEYS = ("HTTP_X_REAL_IP", "HTTP_X_FORWARDED_PREFIX", "HTTP_X_FORWARDED_SSL",
+              "HTTP_X_FORWARDED_SCHEME", "HTTP_FRONT_END_HTTPS")
+PROXY_KEYS = frozenset(FORWARDED_KEYS + X_FORWARDED_KEYS + OTHER_KEYS)
+FAMILIES = ("x-forwarded", "forwarded")
 Network = Any  # ipaddress.IPv4Network | ipaddress.IPv6Network
 _CACHE_SIZE = 4096
 
@@ -39,13 +55,18 @@ _PORT = re.compile(r"[0-9]{1,5}")
 
 
 class ProxyHeaders:
-    """Apply or strip proxy headers according to ``forwarded_allow_ips`` and ``proxy_count``."""
+    """Apply or strip proxy headers according to ``forwarded_allow_ips``, ``proxy_count`` and
+    ``forwarded_headers`` (``family``: "x-forwarded" or "forwarded")."""
 
-    def __init__(self, allow: Tuple[str, ...], count: int) -> None:
+    def __init__(self, allow: Tuple[str, ...], count: int, family: str = "x-forwarded") -> None:
+        if family not in FAMILIES:
+            raise ValueError(f"unknown family of proxy headers {family!r}")
         self.trust_all = "*" in allow
         self.networks: List[Network] = [
             ipaddress.ip_network(item, strict=False) for item in allow if item != "*"]
         self.count = count
+        self.family = family
+        self._other = X_FORWARDED_KEYS if family == "forwarded" else FORWARDED_KEYS
         self._trusted: Dict[str, bool] = {}
 
     def trusts(self, peer: Optional[Tuple[str, str]]) -> bool:
@@ -70,30 +91,30 @@ class ProxyHeaders:
         return any(ip in net or (mapped is not None and mapped in net) for net in self.networks)
 
     def apply(self, environ: Dict[str, Any], peer: Optional[Tuple[str, str]]) -> None:
-        """Rewrite ``environ`` from the proxy headers if ``peer`` is trusted, else remove them."""
+        """Rewrite ``environ`` from the believed family of proxy headers if ``peer`` is
+        trusted, and remove the other family; from an untrusted peer, remove them all."""
         if not self.trusts(peer):
             for key in PROXY_KEYS:
                 environ.pop(key, None)
             return
-        if "HTTP_FORWARDED" in environ:
-            entry = self._pick(parse_forwarded(environ["HTTP_FORWARDED"]))
-            if entry is None:
-                return
-            node, proto, host, port = entry.get("for"), entry.get("proto"), entry.get("host"), None
+        for key in self._other:
+            environ.pop(key, None)
+        if self.family == "forwarded":
+            self._apply_forwarded(environ)
         else:
-            node = self._pick_value(environ.get("HTTP_X_FORWARDED_FOR"))
-            proto = self._pick_value(environ.get("HTTP_X_FORWARDED_PROTO"))
-            host = self._pick_value(environ.get("HTTP_X_FORWARDED_HOST"))
-            port = self._pick_value(environ.get("HTTP_X_FORWARDED_PORT"))
-        if node is not None:
-            _set_client(environ, node)
-        if proto is not None and proto.lower() in ("http", "https"):
-            environ["wsgi.url_scheme"] = proto.lower()
-        if host is not None:
-            _set_host(environ, host)
-        port = _port(port) if port is not None else None
-        if port is not None and port != "0":
-            environ["SERVER_PORT"] = port
+            self._apply_x_forwarded(environ)
+
+    def _apply_forwarded(self, environ: Dict[str, Any]) -> None:
+        value = environ.get("HTTP_FORWARDED")
+        entry = self._pick(parse_forwarded(value)) if value is not None else None
+        if entry is not None:  # None: absent, or not well-formed (RFC 7239 4): nothing applies
+            _apply(environ, entry.get("for"), entry.get("proto"), entry.get("host"), None)
+
+    def _apply_x_forwarded(self, environ: Dict[str, Any]) -> None:
+        _apply(environ, self._pick_value(environ.get("HTTP_X_FORWARDED_FOR")),
+               self._pick_value(environ.get("HTTP_X_FORWARDED_PROTO")),
+               self._pick_value(environ.get("HTTP_X_FORWARDED_HOST")),
+               self._pick_value(environ.get("HTTP_X_FORWARDED_PORT")))
 
     def _pick(self, entries: Optional[List[Dict[str, str]]]) -> Optional[Dict[str, str]]:
         """The Nth entry from the right (the leftmost if there are fewer)."""
@@ -138,6 +159,20 @@ def parse_forwarded(value: str) -> Optional[List[Dict[str, str]]]:
         pos += 1
 
 
+def _apply(environ: Dict[str, Any], node: Optional[str], proto: Optional[str],
+           host: Optional[str], port: Optional[str]) -> None:
+    """Set what one proxy entry says; each value that is not well-formed is left out."""
+    if node is not None:
+        _set_client(environ, node)
+    if proto is not None and proto.lower() in ("http", "https"):
+        environ["wsgi.url_scheme"] = proto.lower()
+    if host is not None:
+        _set_host(environ, host)
+    port = _port(port) if port is not None else None
+    if port is not None and port != "0":
+        environ["SERVER_PORT"] = port
+
+
 def _ip(text: str) -> Optional[Any]:
     try:
         return ipaddress.ip_address(text)
@@ -147,7 +182,8 @@ def _ip(text: str) -> Optional[Any]:
 
 def split_node(node: str) -> Tuple[Optional[str], Optional[str]]:
     """A Forwarded node or an X-Forwarded-For item -> (IP address, port); None where absent
-    or not an IP (RFC 7239 6: "unknown" and obfuscated identifiers are not addresses)."""
+    or not a plain IP literal (RFC 7239 6: "unknown" and obfuscated identifiers are not
+    addresses; nor is a zone index, which names an interface of the proxy's host)."""
     if node.startswith("["):
         host, _, rest = node[1:].partition("]")
         port = rest[1:] if rest.startswith(":") else None
@@ -155,12 +191,13 @@ def split_node(node: str) -> Tuple[Optional[str], Optional[str]]:
         host, _, port = node.partition(":")
     else:
         host, port = node, None  # IPv4, or a bare IPv6 address (X-Forwarded-For writes them)
-    ip = _ip(host)
+    ip = ip_literal(host)
     return (str(ip) if ip is not None else None), (_port(port) if port is not None else None)
 
 
 def _port(text: str) -> Optional[str]:
-    """``text`` as a port number 0..65535 without leading zeros; None if it is not one."""
+    """``text`` as a port number 0..65535, written without leading zeros; None if it is not
+    one (1 to 5 ASCII digits)."""
     if _PORT.fullmatch(text) is None or int(text) > 65535:
         return None
     return str(int(text))

@@ -16,6 +16,8 @@ from __future__ import annotations
 import ipaddress
 from typing import Optional, Tuple
 
+from .addresses import ip_literal
+
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 V1_PREFIX = b"PROXY "
 V1_MAX = 107  # the longest v1 line, CRLF included (spec 2.1)
@@ -57,6 +59,8 @@ def parse(header: bytes) -> Source:
 
 
 def _parse_v1(header: bytes) -> Source:
+    """The client of a v1 line (spec 2.1: "PROXY TCP4|TCP6 SRC DST SPORT DPORT\\r\\n" or
+    "PROXY UNKNOWN ..."). Raises ProxyProtocolError. Never switches (no I/O here)."""
     try:
         line = header[:-2].decode("ascii")
     except UnicodeDecodeError:
@@ -71,20 +75,22 @@ def _parse_v1(header: bytes) -> Source:
     _, family, source, destination, source_port, destination_port = fields
     version = 4 if family == "TCP4" else 6
     for address in (source, destination):
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            raise ProxyProtocolError(f"bad address {address!r} in PROXY v1 line") from None
+        ip = ip_literal(address)  # a plain literal: no zone index ('%'), no name
+        if ip is None:
+            raise ProxyProtocolError(f"bad address {address!r} in PROXY v1 line")
         if ip.version != version:
             raise ProxyProtocolError(f"{address!r} is not an {family} address")
     for port in (source_port, destination_port):
-        # spec 2.1: a decimal 0..65535 with no leading zeros
+        # spec 2.1: a decimal 0..65535 with no leading zeros (ASCII: the line was decoded so)
         if not port.isdigit() or (len(port) > 1 and port[0] == "0") or int(port) > 65535:
             raise ProxyProtocolError(f"bad port {port!r} in PROXY v1 line")
-    return str(ipaddress.ip_address(source)), source_port
+    return str(ip_literal(source)), source_port
 
 
 def _parse_v2(header: bytes) -> Source:
+    """The client of a v2 header (spec 2.2: signature, version and command, family and
+    transport, length, address block, TLVs, which are skipped). Raises ProxyProtocolError.
+    Never switches (no I/O here)."""
     version, command = header[12] >> 4, header[12] & 0x0F
     if version != 2:
         raise ProxyProtocolError(f"PROXY v2 header with version {version}")

@@ -116,7 +116,8 @@ class Server:
         self._serving = threading.Event()
         self._stopped = threading.Event()
         self._thread: Optional[int] = None
-        self.proxies = ProxyHeaders(config.forwarded_allow_ips, config.proxy_count)
+        self.proxies = ProxyHeaders(config.forwarded_allow_ips, config.proxy_count,
+                                    config.forwarded_headers)
         # Counters for Prometheus: set a slot of a shared store before start() (a supervisor's
         # worker), or start() makes one when metrics_bind is set. See metrics.py.
         self.metrics: Optional[MetricsSlot] = None

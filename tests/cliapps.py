@@ -30,7 +30,9 @@ def broken_factory():
 
 ECHOED = ("REMOTE_ADDR", "REMOTE_PORT", "wsgi.url_scheme", "HTTP_HOST", "SERVER_NAME",
           "SERVER_PORT", "HTTP_FORWARDED", "HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO",
-          "HTTP_X_FORWARDED_HOST", "HTTP_X_FORWARDED_PORT", "greenserve.peercert")
+          "HTTP_X_FORWARDED_HOST", "HTTP_X_FORWARDED_PORT", "HTTP_X_REAL_IP",
+          "HTTP_X_FORWARDED_PREFIX", "HTTP_X_FORWARDED_SSL", "HTTP_X_FORWARDED_SCHEME",
+          "HTTP_FRONT_END_HTTPS", "greenserve.peercert")
 
 
 def echo_environ(environ, start_response):

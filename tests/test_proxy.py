@@ -5,6 +5,7 @@ listener that requires it (raw sockets, curl --haproxy-protocol, PROXY then TLS)
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import socket
 import ssl
@@ -18,7 +19,7 @@ from greenserve.proxy import ProxyHeaders, parse_forwarded, split_node
 from greenserve.proxyproto import ProxyProtocolError, header_length, parse
 
 from cliapps import echo_environ
-from conftest import Reader
+from conftest import Reader, wait_until
 
 GET = b"GET / HTTP/1.1\r\nHost: app.test\r\n%s\r\n"
 
@@ -58,6 +59,15 @@ def test_malformed_forwarded_is_refused_whole(value):
     ("unknown", (None, None)),
     ("_hidden:_port", (None, None)),
     ("192.0.2.1:99999", ("192.0.2.1", None)),
+    # Only plain IP literals: no zone index, no names, no octal-looking IPv4, no padding.
+    ("fe80::1%eth0", (None, None)),
+    ("[fe80::1%25eth0]:80", (None, "80")),
+    ("[fe80::1%eth0]", (None, None)),
+    ("192.0.2.1%1", (None, None)),
+    ("localhost:80", (None, "80")),
+    ("010.0.0.1", (None, None)),
+    (" 192.0.2.1", (None, None)),
+    ("::ffff:192.0.2.1", ("::ffff:c000:201", None)),
 ])
 def test_split_node(node, expected):
     assert split_node(node) == expected
@@ -109,28 +119,43 @@ def test_untrusted_peer_loses_every_proxy_header():
             k != "HTTP_FORWARDED"} == environ
 
 
-def test_forwarded_wins_and_uses_one_element():
-    proxies = ProxyHeaders(("10.0.0.0/8",), 1)
+def test_forwarded_family_uses_one_element_and_drops_x_forwarded():
+    proxies = ProxyHeaders(("10.0.0.0/8",), 1, "forwarded")
     environ = env(forwarded='for=6.6.6.6;proto=http, for="[2001:db8::7]:4711";proto=https;'
-                            'host=api.example', x_forwarded_for="9.9.9.9")
+                            'host=api.example', x_forwarded_for="9.9.9.9",
+                  x_forwarded_proto="http")
     proxies.apply(environ, ("10.0.0.1", "5000"))
     assert (environ["REMOTE_ADDR"], environ["REMOTE_PORT"]) == ("2001:db8::7", "4711")
     assert environ["wsgi.url_scheme"] == "https"
     assert (environ["HTTP_HOST"], environ["SERVER_NAME"], environ["SERVER_PORT"]) == (
         "api.example", "api.example", "443")
+    assert "HTTP_X_FORWARDED_FOR" not in environ and "HTTP_X_FORWARDED_PROTO" not in environ
 
 
-@pytest.mark.parametrize("headers", [
-    {"forwarded": "for=unknown;proto=gopher;host=bad host"},
-    {"forwarded": "for=1.2.3.4 junk"},
-    {"x_forwarded_for": "not-an-ip", "x_forwarded_proto": "ftp", "x_forwarded_port": "99999",
-     "x_forwarded_host": "a/b"},
+def test_x_forwarded_family_is_the_default_and_drops_forwarded():
+    proxies = ProxyHeaders(("10.0.0.0/8",), 1)
+    environ = env(forwarded="for=6.6.6.6;proto=https", x_forwarded_for="9.9.9.9")
+    proxies.apply(environ, ("10.0.0.1", "5000"))
+    assert environ["REMOTE_ADDR"] == "9.9.9.9" and environ["wsgi.url_scheme"] == "http"
+    assert "HTTP_FORWARDED" not in environ
+    with pytest.raises(ValueError):
+        ProxyHeaders(("10.0.0.0/8",), 1, "both")
+
+
+@pytest.mark.parametrize("family, headers", [
+    ("forwarded", {"forwarded": "for=unknown;proto=gopher;host=bad host"}),
+    ("forwarded", {"forwarded": "for=1.2.3.4 junk"}),
+    ("forwarded", {"forwarded": "for=1.2.3.4;proto=https;for=5.6.7.8"}),
+    ("forwarded", {"forwarded": 'for="[fe80::1%25eth0]";proto=ftp'}),
+    ("x-forwarded", {"x_forwarded_for": "not-an-ip", "x_forwarded_proto": "ftp",
+                     "x_forwarded_port": "99999", "x_forwarded_host": "a/b"}),
+    ("x-forwarded", {"x_forwarded_for": "fe80::1%eth0", "x_forwarded_port": "\u0663"}),
 ])
-def test_values_that_are_not_well_formed_are_ignored(headers):
+def test_values_that_are_not_well_formed_are_ignored(family, headers):
     environ = env(**headers)
     before = dict(environ)
-    ProxyHeaders(("*",), 1).apply(environ, ("10.0.0.1", "5000"))
-    assert environ == before
+    ProxyHeaders(("*",), 1, family).apply(environ, ("10.0.0.1", "5000"))
+    assert environ == before  # REMOTE_ADDR, REMOTE_PORT, scheme and host: still the peer's
 
 
 def test_x_forwarded_port_and_trust_forms():
@@ -192,7 +217,8 @@ def test_server_strips_headers_from_an_untrusted_peer(serve):
 def test_server_with_a_cidr_allow_list(serve):
     server = serve(echo_environ, forwarded_allow_ips=("127.0.0.8/29",))
     trusted = ask((server.host, server.port), FORGED, source="127.0.0.9")
-    assert trusted["REMOTE_ADDR"] == "198.51.100.1"  # Forwarded wins over X-Forwarded-For
+    assert "HTTP_FORWARDED" not in trusted  # not the family believed: it may be the client's
+    assert trusted["REMOTE_ADDR"] == "203.0.113.9"
     untrusted = ask((server.host, server.port), FORGED, source="127.0.0.1")
     assert untrusted["REMOTE_ADDR"] == "127.0.0.1" and "HTTP_FORWARDED" not in untrusted
 
@@ -233,6 +259,9 @@ def test_proxy_protocol_headers(header, source):
 
 
 @pytest.mark.parametrize("header", [
+    b"PROXY TCP6 fe80::1%eth0 2001:db8::1 4000 443\r\n",  # a zone index: not a plain literal
+    b"PROXY TCP6 2001:db8::5 fe80::1%1 4000 443\r\n", b"PROXY TCP4 010.0.0.1 10.0.0.2 1 2\r\n",
+    b"PROXY TCP4 localhost 10.0.0.1 1 2\r\n", b"PROXY TCP6 [2001:db8::5] 2001:db8::1 1 2\r\n",
     b"PROXY TCP4 203.0.113.7 10.0.0.1 51234\r\n", b"PROXY TCP4 2001:db8::5 10.0.0.1 1 2\r\n",
     b"PROXY TCP4 203.0.113.7 10.0.0.1 051234 443\r\n", b"PROXY TCP4 1.2.3.4 5.6.7.8 1 70000\r\n",
     b"PROXY TCP5 1.2.3.4 5.6.7.8 1 2\r\n", b"PROXY  TCP4 1.2.3.4 5.6.7.8 1 2\r\n",
@@ -328,7 +357,7 @@ def test_proxy_protocol_then_tls(serve, tls_files):
 def test_curl_haproxy_protocol(proxied):
     if shutil.which("curl") is None:
         pytest.skip("curl is not installed (apt-get install curl)")
-    server, plain, proxy = proxied()
+    server, plain, proxy = proxied(forwarded_allow_ips=("127.0.0.0/29",))
     done = subprocess.run(
         ["curl", "-sS", "--max-time", "10", "--haproxy-protocol", "--interface", "127.0.0.3",
          f"http://127.0.0.1:{proxy[1]}/"], capture_output=True, text=True, timeout=30)
@@ -342,8 +371,9 @@ def test_curl_haproxy_protocol(proxied):
 ])
 def test_each_proxy_header_alone_is_handled(serve, header):
     """The handler looks for proxy headers cheaply; each one alone must still be found: removed
-    from an untrusted peer, applied from a trusted one."""
-    server = serve(echo_environ)
+    from an untrusted peer, applied from a trusted one (when of the family believed)."""
+    family = "forwarded" if header.startswith(b"Forwarded") else "x-forwarded"
+    server = serve(echo_environ, forwarded_headers=family)
     untrusted = ask((server.host, server.port), header + b"\r\n", source="127.0.0.2")
     assert not [key for key in untrusted if "FORWARDED" in key]
     trusted = ask((server.host, server.port), header + b"\r\n")
@@ -419,3 +449,102 @@ def test_a_failure_while_applying_proxy_headers_is_a_500_with_a_traceback(serve,
     logged = [r for r in caplog.records if r.exc_info and "proxy step" in str(r.exc_info[1])]
     assert logged and logged[0].levelname == "ERROR"
     assert ask((server.host, server.port))["REMOTE_ADDR"] == "127.0.0.1"
+
+
+# -- which family is believed (--forwarded-headers) ---------------------------------------------
+
+BOTH = (b"Forwarded: for=198.51.100.1;proto=https;host=fwd.example\r\n"
+        b"X-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Host: xfwd.example\r\n")
+
+
+def test_by_default_x_forwarded_is_believed_and_forwarded_removed(serve):
+    """A proxy that writes X-Forwarded-For passes a client's Forwarded header on untouched:
+    believing it would let the client choose its address."""
+    server = serve(echo_environ)
+    seen = ask((server.host, server.port), BOTH)
+    assert (seen["REMOTE_ADDR"], seen["HTTP_HOST"], seen["wsgi.url_scheme"]) == (
+        "203.0.113.9", "xfwd.example", "http")
+    assert "HTTP_FORWARDED" not in seen and seen["HTTP_X_FORWARDED_FOR"] == "203.0.113.9"
+
+
+def test_forwarded_family_believes_forwarded_and_removes_x_forwarded(serve):
+    server = serve(echo_environ, forwarded_headers="forwarded")
+    seen = ask((server.host, server.port), BOTH)
+    assert (seen["REMOTE_ADDR"], seen["HTTP_HOST"], seen["wsgi.url_scheme"]) == (
+        "198.51.100.1", "fwd.example", "https")
+    assert not [key for key in seen if key.startswith("HTTP_X_FORWARDED")]
+
+
+@pytest.mark.parametrize("forwarded", [
+    b"for=198.51.100.1;proto=https junk", b'for="198.51.100.1:\xb2";for=6.6.6.6',
+    b"for=198.51.100.1;;proto=https;proto=http",
+])
+def test_a_malformed_header_of_the_believed_family_applies_nothing(serve, forwarded):
+    server = serve(echo_environ, forwarded_headers="forwarded")
+    seen = ask((server.host, server.port), b"Forwarded: %s\r\nX-Forwarded-For: 203.0.113.9\r\n"
+               % forwarded)
+    assert (seen["REMOTE_ADDR"], seen["wsgi.url_scheme"]) == ("127.0.0.1", "http")
+    assert seen["HTTP_HOST"] == "app.test" and "HTTP_X_FORWARDED_FOR" not in seen
+
+
+def test_a_port_beyond_ascii_in_forwarded_is_ignored(serve):
+    server = serve(echo_environ, forwarded_headers="forwarded")
+    seen = ask((server.host, server.port), b'Forwarded: for="192.0.2.4:\xb2"\r\n')
+    assert seen["REMOTE_ADDR"] == "192.0.2.4" and "REMOTE_PORT" not in seen
+
+
+def test_forwarded_headers_option_is_checked():
+    with pytest.raises(ConfigError) as info:
+        Server(echo_environ, forwarded_headers="both")
+    assert info.value.option == "forwarded_headers"
+
+
+# -- headers that frameworks read: removed from untrusted peers --------------------------------
+
+FRAMEWORK_HEADERS = (b"X-Real-IP: 6.6.6.6\r\nX-Forwarded-Prefix: /evil\r\nX-Forwarded-Ssl: on\r\n"
+                     b"X-Forwarded-Scheme: https\r\nFront-End-Https: on\r\n")
+FRAMEWORK_KEYS = {"HTTP_X_REAL_IP": "6.6.6.6", "HTTP_X_FORWARDED_PREFIX": "/evil",
+                  "HTTP_X_FORWARDED_SSL": "on", "HTTP_X_FORWARDED_SCHEME": "https",
+                  "HTTP_FRONT_END_HTTPS": "on"}
+
+
+def test_headers_frameworks_trust_are_removed_from_untrusted_peers_only(serve):
+    server = serve(echo_environ)
+    untrusted = ask((server.host, server.port), FRAMEWORK_HEADERS, source="127.0.0.2")
+    assert not set(FRAMEWORK_KEYS) & set(untrusted)
+    assert untrusted["wsgi.url_scheme"] == "http" and untrusted["REMOTE_ADDR"] == "127.0.0.2"
+    trusted = ask((server.host, server.port), FRAMEWORK_HEADERS)
+    assert {key: trusted.get(key) for key in FRAMEWORK_KEYS} == FRAMEWORK_KEYS
+    assert trusted["wsgi.url_scheme"] == "http" and trusted["REMOTE_ADDR"] == "127.0.0.1"
+    alone = ask((server.host, server.port), b"X-Real-IP: 6.6.6.6\r\n", source="127.0.0.2")
+    assert "HTTP_X_REAL_IP" not in alone  # found by the handler's quick check on its own
+
+
+# -- who may speak the PROXY protocol ---------------------------------------------------------
+
+
+def test_a_proxy_protocol_connection_from_an_untrusted_peer_is_dropped_unread(proxied, caplog):
+    """Whoever reaches the listener could otherwise name any client address, and that
+    address decides whether X-Forwarded-* are believed."""
+    caplog.set_level(logging.INFO, logger="greenserve.error")
+    server, plain, proxy = proxied()  # trusts 127.0.0.1 and ::1 only
+    with socket.create_connection(proxy, timeout=10, source_address=("127.0.0.2", 0)) as sock:
+        sock.sendall(b"PROXY TCP4 127.0.0.1 10.0.0.1 51234 443\r\n"
+                     + GET % b"X-Forwarded-For: 203.0.113.9\r\n")
+        reader = Reader(sock)
+        assert reader.at_eof()
+        assert reader.buf == b""
+    dropped = [r for r in caplog.records if "127.0.0.2" in r.getMessage()
+               and "forwarded-allow-ips" in r.getMessage()]
+    assert dropped and dropped[0].levelno == logging.INFO
+    assert server.statistics()["requests_total"] == 0
+    # From a trusted proxy the same header is read, and the client it names is applied.
+    assert ask(proxy, preamble=b"PROXY TCP4 203.0.113.7 10.0.0.1 51234 443\r\n")[
+        "REMOTE_ADDR"] == "203.0.113.7"
+
+
+def test_a_silent_untrusted_peer_is_dropped_at_once(proxied):
+    server, plain, proxy = proxied(header_timeout=30)
+    with socket.create_connection(proxy, timeout=10, source_address=("127.0.0.2", 0)) as sock:
+        assert Reader(sock).at_eof(timeout=5)  # long before the header timeout
+    assert wait_until(lambda: server.statistics()["connections_open"] == 0)
