@@ -17,7 +17,7 @@ from typing import Dict, Iterator, List, Optional
 
 import pytest
 
-from conftest import Proc
+from conftest import Proc, Reader
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -152,8 +152,8 @@ def test_client_address_and_scheme_come_from_nginx(through):
         assert seen["REMOTE_ADDR"] == "127.0.0.5"  # not nginx's 127.0.0.1
         assert "REMOTE_PORT" not in seen  # nginx does not say which port the client used
         assert seen["wsgi.url_scheme"] == "http"
-        assert seen["HTTP_HOST"] == f"127.0.0.1:{nginx.http_port}"
-        assert seen["SERVER_PORT"] == str(nginx.http_port)
+        assert seen["HTTP_HOST"] == "127.0.0.1"  # $host: no port...
+        assert seen["SERVER_PORT"] == str(nginx.http_port)  # ...which X-Forwarded-Port gives
     secure = get(through, source="127.0.0.6", https=True)
     assert secure["REMOTE_ADDR"] == "127.0.0.6"
     assert secure["wsgi.url_scheme"] == "https"
@@ -170,9 +170,24 @@ def test_headers_forged_by_the_client_are_not_believed(through):
     assert seen["REMOTE_ADDR"] == "127.0.0.7"
     assert seen["HTTP_X_FORWARDED_FOR"] == "6.6.6.6, 127.0.0.7"  # the chain, for the app
     assert seen["wsgi.url_scheme"] == "http"
-    assert seen["HTTP_HOST"] == f"127.0.0.1:{nginx.http_port}"
+    assert seen["HTTP_HOST"] == "127.0.0.1"
     assert seen["SERVER_NAME"] == "127.0.0.1" and seen["SERVER_PORT"] == str(nginx.http_port)
-    assert "HTTP_FORWARDED" not in seen
+    assert "HTTP_FORWARDED" not in seen  # nginx passed it on; greenserve removed it
+
+
+def test_an_http_1_0_request_without_host_gets_through(through):
+    """HTTP/1.0 needs no Host. nginx must still send one upstream (it speaks HTTP/1.1 there,
+    where a request without Host is a 400): $host falls back to the server_name."""
+    nginx = through["nginx"]
+    with socket.create_connection(("127.0.0.1", nginx.http_port), timeout=10,
+                                  source_address=("127.0.0.9", 0)) as sock:
+        sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        resp = Reader(sock).read_response()
+    assert resp.status == 200, resp.body
+    seen = json.loads(resp.body)
+    assert seen["REMOTE_ADDR"] == "127.0.0.9"
+    assert (seen["HTTP_HOST"], seen["SERVER_NAME"]) == ("example.com", "example.com")
+    assert seen["SERVER_PORT"] == str(nginx.http_port)
 
 
 def test_the_same_headers_sent_straight_to_greenserve_are_removed(through):
