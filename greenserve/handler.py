@@ -211,10 +211,12 @@ class Connection:
                     body = result[0]
                     close = self._must_close(response)
                     response.headers_sent = True
-                    self.body_sent = len(body)
                     self._send(conn.send_whole(
                         response.status, response.reason, response.headers,
                         server.dates.lines, body, close=close))
+                    writer = conn.writer  # None: the usual framing, the body as it is
+                    self.body_sent = len(body) if writer is None else _framed(
+                        writer, len(body), response.headers.content_length)
                 else:
                     self._send_result(response, result)
             finally:
@@ -335,13 +337,15 @@ class Connection:
         assert response is not None
         head = b"" if response.headers_sent else self._start_head(response, None)
         payload = self.h1.send_data(data)
-        self.body_sent += len(payload)
         if head and len(payload) <= _SMALL:
             self._send(head + payload)
         elif head:
             self._send_parts((head, payload))
         else:
             self._send(payload)
+        # Body bytes only, once sent: chunk framing is longer than data, a HEAD or a cut
+        # (past Content-Length) shorter.
+        self.body_sent += min(len(data), len(payload))
         if self.h1.response_overflowed:
             raise LocalProtocolError("app sent more than its Content-Length", 500)
 
@@ -349,9 +353,9 @@ class Connection:
         body = single_body(result)
         if body is not None and not response.headers_sent:
             head = self._start_head(response, len(body))
-            payload = self.h1.send_data(body)
-            self.body_sent = len(payload)
+            payload = self.h1.send_data(body)  # framed by length: the body, or b"" for HEAD
             self._send_parts((head, payload, self.h1.send_eom()))
+            self.body_sent = len(payload)
             return
         if type(result) is FileWrapper and not response.headers_sent and self._send_file(response, result):
             return
@@ -445,37 +449,60 @@ class Connection:
         return status
 
     def _reject(self, exc: RemoteProtocolError) -> None:
-        """Answer a protocol error in the request head, then close."""
+        """Answer a protocol error in the request head (it gets an access log line), then
+        close. May switch."""
         log.debug("bad request: %s", exc)
-        self.server.protocol_error(exc.status_hint)
-        self._send_error(exc.status_hint, wait=True)
+        status = exc.status_hint
+        self.server.protocol_error(status)
+        sent = self._answer_error(status)
+        self.server.request_rejected(self, status, sent)
+        self._close_gracefully()
 
     def _send_error(self, status: int, *, wait: bool) -> None:
+        """Answer ``status`` and close: lingering if ``wait``, else with one try at sending.
+        May switch."""
+        if wait:
+            self._answer_error(status)
+            self._close_gracefully()
+            return
+        error = self._error_response(status)
+        if error is not None:
+            try:
+                self.gsock.sock.send(error[0])
+            except OSError:
+                pass
+        self.close()
+
+    def _answer_error(self, status: int) -> int:
+        """Send the error response for ``status``. Returns the body bytes sent; 0 if none could
+        be (a response already began, or the client is gone: the connection is then closed).
+        May switch."""
+        error = self._error_response(status)
+        if error is None:
+            self.close()
+            return 0
+        try:
+            self._send(error[0])
+        except ClientError:
+            self.close()
+            return 0
+        return error[1]
+
+    def _error_response(self, status: int) -> Optional[Tuple[bytes, int]]:
+        """The bytes of a plain-text error response that closes the connection, and the length
+        of its body; None if a response has already begun on this connection."""
         reason = _REASONS.get(status, "Error")
         body = f"{status} {reason}\n".encode()
         conn = self.h1
         if conn.response_state is not h1.ResponseState.IDLE:
-            self.close()
-            return
+            return None
         head = conn.send_response(
             status, reason.encode(), [(b"Content-Type", b"text/plain; charset=utf-8"),
                                       (b"Content-Length", b"%d" % len(body))],
             self.server.dates.lines, close=True,
         )
-        payload = head + conn.send_data(body) + conn.send_eom()
-        if not wait:
-            try:
-                self.gsock.sock.send(payload)
-            except OSError:
-                pass
-            self.close()
-            return
-        try:
-            self._send(payload)
-        except ClientError:
-            self.close()
-            return
-        self._close_gracefully()
+        data = conn.send_data(body)  # b"" in answer to HEAD
+        return head + data + conn.send_eom(), len(data)
 
     def _finish(self) -> None:
         """Close after a response: at once if the client has nothing in flight, else linger."""
@@ -509,6 +536,15 @@ class Connection:
         except (OSError, TimeoutError):
             pass
         self.close()
+
+
+def _framed(writer: Any, length: int, declared: Optional[int]) -> int:
+    """Body bytes of a whole body of ``length`` framed by ``writer`` (not the usual way):
+    none for a response that carries no body (HEAD, 1xx, 204, 304), else up to the declared
+    Content-Length (a surplus is cut)."""
+    if writer.mode == h1_writers.NO_BODY:
+        return 0
+    return length if declared is None else min(length, declared)
 
 
 from .h1 import _writers as h1_writers  # noqa: E402  (names the framing modes)

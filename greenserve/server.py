@@ -161,15 +161,24 @@ class Server:
             for listener in self.listeners:
                 listener.tls = context is not None
                 listener.make_connection = connection_factory(context, listener.proxy_protocol)
+            self._access = AccessLog(config.access_log, config.access_log_format,
+                                     from_config=bool(config.log_config))
             self._start_metrics()
         except BaseException:
-            for listener in self.listeners:
-                listener.sock.close()
-            self.listeners = []
+            self._release_start()
             raise
-        self._access = AccessLog(config.access_log, config.access_log_format,
-                                 from_config=bool(config.log_config))
         self._started = True
+
+    def _release_start(self) -> None:
+        """Undo a ``start()`` that failed half-way: nothing it opened is left behind."""
+        for listener in self.listeners:
+            listener.sock.close()
+        self.listeners = []
+        if self._metrics_endpoint is not None:
+            self._metrics_endpoint.close()
+            self._metrics_endpoint = None
+        self._access.close()
+        self._access = AccessLog("")
 
     def _start_metrics(self) -> None:
         """With metrics_bind and no slot given: a one-slot store, served from a thread."""
@@ -400,6 +409,15 @@ class Server:
         if self.metrics is not None:
             self.metrics.protocol_error(status)
 
+    def request_rejected(self, conn: Connection, status: int, sent: int) -> None:
+        """A request refused before the app saw it has been answered (``sent`` body bytes
+        went out): its access log line."""
+        if self._access.enabled:
+            peer = conn.peer
+            self._access.write_rejected(
+                peer[0] if peer is not None else "-", conn.base_env.get("wsgi.url_scheme", "http"),
+                status, sent, self.hub.time() - conn.started)
+
     def statistics(self) -> Dict[str, Any]:
         """Counters since start: connections, requests, responses by status class."""
         s = self.stats
@@ -414,6 +432,7 @@ class Server:
             "protocol_errors": s.protocol_errors,
             "accept_errors": s.accept_errors,
             "draining": self.draining,
+            "access_log_dropped": self._access.dropped,
             "blocked_loop_incidents": self.watchdog.incidents if self.watchdog else 0,
         }
 

@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterator, List, NoReturn, Optional
 from ._version import __version__
 from .config import Config
 from .errors import AppImportError
+from .logs import check_access_log
 from .metrics import MetricsEndpoint, MetricsStore
 from .server import Server
 from .signals import SUPERVISOR_SIGNALS, install_stop_handlers
@@ -79,9 +80,10 @@ class RunState:
 
 def preflight(config: Config) -> None:
     """In the supervisor, before forking: what every worker would fail on at start (the TLS
-    files), checked once. Raises ConfigError."""
+    files, the access log file), checked once. Raises ConfigError."""
     make_context(config.certfile, config.keyfile, config.ca_certs, config.cert_reqs,
                  config.ciphers)
+    check_access_log(config.access_log)
 
 
 def current_worker() -> Optional[WorkerInfo]:

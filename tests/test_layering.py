@@ -240,7 +240,8 @@ PROCESS_LAYER = {
     "greenserve.configfile": {"greenserve.errors", "greenserve.config"},
     "greenserve.signals": {"greenserve.server"},  # for type hints only
     "greenserve.worker": {"greenserve._version", "greenserve.config", "greenserve.errors",
-                          "greenserve.metrics", "greenserve.server", "greenserve.signals",
+                          "greenserve.logs", "greenserve.metrics", "greenserve.server",
+                          "greenserve.signals",
                           "greenserve.sockets", "greenserve.systemd", "greenserve.tls"},
     "greenserve.pool": {"greenserve.worker"},  # WorkerInfo only
     "greenserve.supervisor": {"greenserve.addresses", "greenserve.config", "greenserve.errors",

@@ -105,13 +105,20 @@ def test_access_log_shows_the_client_named_by_a_trusted_proxy(serve, tmp_path):
     assert untrusted["remote_addr"] == "127.0.0.2"
 
 
-def test_access_log_handler_is_removed_at_stop(tmp_path):
-    before = list(access_logger.handlers)
-    log = AccessLog(str(tmp_path / "a.log"))
-    assert log.enabled and len(access_logger.handlers) == len(before) + 1
-    assert not access_logger.propagate
-    log.close()
-    assert access_logger.handlers == before and access_logger.propagate
+def test_two_servers_in_one_process_keep_their_access_lines_apart(serve, tmp_path):
+    """Each access log writes through its own handler: no server sees the other's lines, and
+    the shared greenserve.access logger is left as it was."""
+    before = (list(access_logger.handlers), access_logger.propagate, access_logger.level)
+    first_path, second_path = tmp_path / "first.log", tmp_path / "second.log"
+    first = serve(app, access_log=str(first_path))
+    second = serve(app, access_log=str(second_path), access_log_format="json")
+    send(first, b"/one")
+    send(second, b"/two")
+    send(first, b"/three")
+    assert [line.split('"')[1] for line in lines_of(first_path, 2)] == [
+        "GET /one HTTP/1.1", "GET /three HTTP/1.1"]
+    assert [json.loads(line)["target"] for line in lines_of(second_path, 1)] == ["/two"]
+    assert (list(access_logger.handlers), access_logger.propagate, access_logger.level) == before
     assert not AccessLog("").enabled
 
 
@@ -204,3 +211,26 @@ def test_bad_log_config_is_one_line_and_exit_2(tmp_path, content, name):
 def test_bad_access_log_format_names_the_option():
     done = run_to_end("examples.hello:app", "--access-log-format", "xml")
     assert done.returncode == 2 and "--access-log-format" in done.stderr
+
+
+def test_log_config_json_for_the_root_logger_only_keeps_greenserve_logging(tmp_path):
+    """dictConfig disables every existing logger the configuration does not name, unless told
+    otherwise: greenserve.error would go silent."""
+    config = {
+        "version": 1,
+        "formatters": {"rooted": {"format": "ROOT %(levelname)s %(name)s %(message)s"}},
+        "handlers": {"err": {"class": "logging.StreamHandler", "formatter": "rooted",
+                             "stream": "ext://sys.stderr"}},
+        "root": {"handlers": ["err"], "level": "INFO"},
+    }
+    path = tmp_path / "root-only.json"
+    path.write_text(json.dumps(config))
+    proc = Proc("examples.hello:app", "--bind", "127.0.0.1:0", "--log-config", str(path))
+    try:
+        proc.wait_for(re.compile(r"^ROOT INFO greenserve.error greenserve .* listening on"))
+        assert proc.stop() == 0
+        proc.wait_for(re.compile(r"^ROOT INFO greenserve.error greenserve stopped"))
+    finally:
+        if proc.proc.poll() is None:
+            proc.proc.kill()
+            proc.proc.wait(5)
