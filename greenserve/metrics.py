@@ -10,32 +10,29 @@ The interface for a pre-fork supervisor is three calls::
     store = MetricsStore.create(workers)       # in the parent, before forking
     server.metrics = store.slot(index)         # in worker ``index``, before server.start()
     MetricsEndpoint(store.render, address)     # in the parent: serves GET /metrics
+                                               # (metrics_endpoint.py)
 
 A worker that replaces a dead one takes the same index: ``slot()`` zeroes the slot's gauges
 (in-flight requests, open connections) but keeps its counters, so counters never go down.
 A server given a slot this way serves no endpoint itself; a server with ``metrics_bind`` and no
 slot makes a one-slot store and serves it from a thread.
+
+A histogram's ``_count`` is its +Inf bucket, not a cell of its own: a scrape that falls between
+a request's adds can then never show them disagreeing.
 """
 
 from __future__ import annotations
 
 import bisect
-import http.server
 import mmap
-import socket
-import socketserver
-import threading
-from typing import Any, Callable, List, Optional, Tuple
-
-from .addresses import BindAddress
-from .errors import ConfigError
+from typing import List
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)  # seconds; then +Inf
 
 # Slot layout: int64 cells.
 CONNECTIONS_TOTAL, CONNECTIONS_OPEN, IN_FLIGHT, BLOCKED_LOOP, PROTOCOL_ERRORS, ABORTED, \
-    TLS_FAILURES, DURATION_SUM_US, DURATION_COUNT = range(9)
-_BUCKET0 = 9
+    TLS_FAILURES, DURATION_SUM_US = range(8)
+_BUCKET0 = 8  # the histogram's buckets, not cumulative; the last is (10 s, +Inf)
 _STATUS0 = _BUCKET0 + len(BUCKETS) + 1  # cell of status 100; statuses 100..599
 SLOT_CELLS = _STATUS0 + 500
 SLOT_BYTES = SLOT_CELLS * 8
@@ -86,7 +83,6 @@ class MetricsSlot:
             cells[ABORTED] += 1
         cells[_BUCKET0 + bisect.bisect_left(BUCKETS, seconds)] += 1
         cells[DURATION_SUM_US] += int(seconds * 1e6)
-        cells[DURATION_COUNT] += 1
 
     def protocol_error(self, status: int) -> None:
         """A request refused before the app saw it (400, 408, 413, 414, 431...)."""
@@ -139,6 +135,8 @@ class MetricsStore:
 
 
 def render(total: List[int]) -> str:
+    """The Prometheus text exposition (format 0.0.4) of a list of summed cells. Never
+    switches."""
     out: List[str] = []
     for cell, name, text in _COUNTERS:
         out += [f"# HELP {name} {text}", f"# TYPE {name} counter", f"{name} {total[cell]}"]
@@ -159,86 +157,5 @@ def render(total: List[int]) -> str:
         le = "+Inf" if i == len(BUCKETS) else repr(bound)
         out.append(f'{name}_bucket{{le="{le}"}} {cumulative}')
     out.append(f"{name}_sum {total[DURATION_SUM_US] / 1e6}")
-    out.append(f"{name}_count {total[DURATION_COUNT]}")
+    out.append(f"{name}_count {cumulative}")  # the +Inf bucket, by definition
     return "\n".join(out) + "\n"
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    render: Callable[[], str]
-    timeout = 10  # seconds a scraper may take to send its request
-    server_version = "greenserve-metrics"
-
-    def do_GET(self) -> None:  # noqa: N802 - the name http.server looks for
-        self._answer(send_body=True)
-
-    def do_HEAD(self) -> None:  # noqa: N802
-        self._answer(send_body=False)
-
-    def _answer(self, *, send_body: bool) -> None:
-        path = self.path.split("?", 1)[0]
-        if path != "/metrics":
-            self.send_error(404, "metrics are at /metrics")
-            return
-        body = type(self).render().encode("utf-8")
-        self.send_response(200)
-        self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if send_body:
-            self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # scrapes are not worth a line each
-
-
-class _HTTPServer(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-
-    def server_bind(self) -> None:
-        # Skip HTTPServer.server_bind's getfqdn(): a reverse DNS lookup at startup.
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name, self.server_port = str(host), int(port)
-
-
-class MetricsEndpoint:
-    """An HTTP endpoint serving ``render()`` at /metrics, from a thread with plain blocking
-    sockets (it never touches a hub, so it also works in a supervisor's parent)."""
-
-    def __init__(self, render: Callable[[], str], address: BindAddress) -> None:
-        handler = type("MetricsHandler", (_Handler,), {"render": staticmethod(render)})
-        family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
-        server_class = type("MetricsHTTPServer", (_HTTPServer,), {"address_family": family})
-        try:
-            self._server: _HTTPServer = server_class((address.host, address.port), handler)
-        except OSError as exc:
-            raise ConfigError("metrics_bind", f"cannot listen on {address}: "
-                              f"{exc.strerror or exc}") from None
-        self._thread: Optional[threading.Thread] = None
-
-    @property
-    def address(self) -> Tuple[str, int]:
-        host, port = self._server.server_address[:2]
-        return str(host), int(port)
-
-    @property
-    def url(self) -> str:
-        host, port = self.address
-        return f"http://[{host}]:{port}/metrics" if ":" in host else f"http://{host}:{port}/metrics"
-
-    def close_in_child(self) -> None:
-        """In a process forked after ``start()``: close this process's copy of the listening
-        socket; the serving thread is the parent's and goes on there."""
-        self._server.socket.close()
-
-    def start(self) -> None:
-        """Serve in a daemon thread until ``close()``."""
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={
-            "poll_interval": 0.1}, name="greenserve-metrics", daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        if self._thread is not None:
-            self._server.shutdown()
-            self._thread.join(5)
-        self._server.server_close()

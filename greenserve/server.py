@@ -29,7 +29,8 @@ from .h1 import Limits, Request
 from .handler import Connection, DateCache
 from .hub import Hub
 from .logs import AccessLog
-from .metrics import MetricsEndpoint, MetricsSlot, MetricsStore
+from .metrics import MetricsSlot, MetricsStore
+from .metrics_endpoint import MetricsEndpoint
 from .preamble import Factory, connection_factory
 from .proxy import ProxyHeaders
 from .tls import make_context
@@ -276,9 +277,11 @@ class Server:
     def _close_everything(self) -> None:
         for listener in self.listeners:
             self._close_listener(listener)
+        self._paused = []
         for conn in list(self.connections):
+            conn.closed = True  # a greenlet of it that still runs will not count it again
             conn.gsock.sock.close()
-        self.connections.clear()
+            self.connection_closed(conn)  # and the open-connections gauge goes down
         self.hub.close()
         if self._metrics_endpoint is not None:
             self._metrics_endpoint.close()

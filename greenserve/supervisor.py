@@ -35,7 +35,8 @@ from .errors import ConfigError
 from .sockets import BoundSockets, open_listeners
 from .systemd import Notifier
 from .addresses import parse_bind
-from .metrics import MetricsEndpoint, MetricsStore
+from .metrics import MetricsStore
+from .metrics_endpoint import MetricsEndpoint
 from .pool import Pool, WorkerProc
 from .worker import (
     EXIT_CRASH, App, RunState, WorkerInfo, log_listening, preflight, run_in_process, worker_main,

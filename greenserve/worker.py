@@ -30,7 +30,8 @@ from ._version import __version__
 from .config import Config
 from .errors import AppImportError
 from .logs import check_access_log
-from .metrics import MetricsEndpoint, MetricsStore
+from .metrics import MetricsStore
+from .metrics_endpoint import MetricsEndpoint
 from .server import Server
 from .signals import SUPERVISOR_SIGNALS, install_stop_handlers
 from .sockets import BoundSockets, open_listeners, reuse_port_listener, socket_url

@@ -204,12 +204,14 @@ def test_targetapp_imports_nothing_of_greenserve():
 
 
 # The modules of TLS, proxies, logs and metrics, and the only greenserve modules each may import:
-# the proxy parsers are pure (they share the strict reading of IP literals); metrics must work in a supervisor with no hub; TLS sits on the
-# cooperative socket and knows nothing of connections or the server.
+# the proxy parsers are pure (they share the strict reading of IP literals); metrics and their
+# endpoint must work in a supervisor with no hub; TLS sits on the cooperative socket and knows
+# nothing of connections or the server.
 BOUNDED = {
     "greenserve.proxy": {"greenserve.addresses"},
     "greenserve.proxyproto": {"greenserve.addresses"},
-    "greenserve.metrics": {"greenserve.errors", "greenserve.addresses"},
+    "greenserve.metrics": set(),
+    "greenserve.metrics_endpoint": {"greenserve.errors", "greenserve.addresses"},
     "greenserve.logs": {"greenserve.errors", "greenserve.h1"},
     "greenserve.tls": {"greenserve.errors", "greenserve.gsocket", "greenserve.hub"},
     "greenserve.preamble": {"greenserve.errors", "greenserve.gsocket", "greenserve.handler",
@@ -240,12 +242,14 @@ PROCESS_LAYER = {
     "greenserve.configfile": {"greenserve.errors", "greenserve.config"},
     "greenserve.signals": {"greenserve.server"},  # for type hints only
     "greenserve.worker": {"greenserve._version", "greenserve.config", "greenserve.errors",
-                          "greenserve.logs", "greenserve.metrics", "greenserve.server",
+                          "greenserve.logs", "greenserve.metrics",
+                          "greenserve.metrics_endpoint", "greenserve.server",
                           "greenserve.signals",
                           "greenserve.sockets", "greenserve.systemd", "greenserve.tls"},
     "greenserve.pool": {"greenserve.worker"},  # WorkerInfo only
     "greenserve.supervisor": {"greenserve.addresses", "greenserve.config", "greenserve.errors",
-                              "greenserve.metrics", "greenserve.pool", "greenserve.sockets",
+                              "greenserve.metrics", "greenserve.metrics_endpoint",
+                              "greenserve.pool", "greenserve.sockets",
                               "greenserve.systemd", "greenserve.worker"},
 }
 

@@ -227,7 +227,11 @@ def test_log_config_json_for_the_root_logger_only_keeps_greenserve_logging(tmp_p
     path.write_text(json.dumps(config))
     proc = Proc("examples.hello:app", "--bind", "127.0.0.1:0", "--log-config", str(path))
     try:
-        proc.wait_for(re.compile(r"^ROOT INFO greenserve.error greenserve .* listening on"))
+        url = proc.wait_for(
+            re.compile(r"^ROOT INFO greenserve.error greenserve .* listening on (http://\S+)"))[1]
+        with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), 10) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # serving: signals are handled
+            assert Reader(sock).read_response().status == 200
         assert proc.stop() == 0
         proc.wait_for(re.compile(r"^ROOT INFO greenserve.error greenserve stopped"))
     finally:

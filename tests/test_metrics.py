@@ -9,6 +9,7 @@ import re
 import socket
 import threading
 import time
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -16,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from greenserve import ConfigError, Server
 from greenserve.metrics import BUCKETS, MetricsStore
+from greenserve.metrics_endpoint import DEADLINE, MAX_CLIENTS
 
 from conftest import Proc, Reader, connect, run_to_end, wait_until
 
@@ -32,7 +34,20 @@ def scrape(url):
 
 
 def value(samples, name, **labels):
+    """The value of one sample. Raises KeyError if the scrape has no such sample."""
+    return samples[(name, tuple(sorted(labels.items())))]
+
+
+def counted(samples, name, **labels):
+    """For samples that are absent until counted once (a status code not seen yet): 0 then."""
     return samples.get((name, tuple(sorted(labels.items()))), 0)
+
+
+def bucket_labels(samples, name):
+    return {dict(labels)["le"] for sample, labels in samples if sample == name + "_bucket"}
+
+
+EXPECTED_BUCKETS = {repr(bound) for bound in BUCKETS} | {"+Inf"}
 
 
 def test_endpoint_counts_requests_by_code_latency_and_errors(serve):
@@ -80,8 +95,9 @@ def test_endpoint_counts_requests_by_code_latency_and_errors(serve):
     assert value(samples, "greenserve_connections_total") >= 8
     name = "greenserve_request_duration_seconds"
     assert value(samples, name + "_count") == 7
+    assert bucket_labels(samples, name) == EXPECTED_BUCKETS
     buckets = [value(samples, name + "_bucket", le=le) for le in
-               [str(b) for b in BUCKETS] + ["+Inf"]]
+               [repr(b) for b in BUCKETS] + ["+Inf"]]
     assert buckets == sorted(buckets) and buckets[-1] == 7
     assert value(samples, name + "_sum") > 0
     assert requests.get(url.replace("/metrics", "/other"), timeout=10).status_code == 404
@@ -121,7 +137,9 @@ def test_slots_written_by_forked_processes_are_summed():
     assert value(samples, "greenserve_connections_open") == 2
     assert value(samples, "greenserve_blocked_loop_incidents_total") == 2
     assert value(samples, "greenserve_request_duration_seconds_bucket", le="0.005") == 15
-    assert value(samples, "greenserve_request_duration_seconds_bucket", le="0.0025") == 0
+    assert bucket_labels(samples, "greenserve_request_duration_seconds") == EXPECTED_BUCKETS
+    with pytest.raises(KeyError):  # no such bucket: not a silent 0
+        value(samples, "greenserve_request_duration_seconds_bucket", le="0.0025")
     # A replacement for worker 0 takes its slot: the dead worker's gauges go, counters stay.
     child(0, 1, leave_in_flight=0)
     totals = store.render()
@@ -174,7 +192,7 @@ def test_cli_serves_metrics():
         # A request is counted just after its response is sent: the scrape (another thread of
         # the server) may come in between, so poll with a deadline.
         deadline = time.monotonic() + 10
-        while value(scrape(metrics), "greenserve_requests_total", code="200") != 1:
+        while counted(scrape(metrics), "greenserve_requests_total", code="200") != 1:
             assert time.monotonic() < deadline, "the request was never counted"
             time.sleep(0.01)
         assert proc.stop() == 0
@@ -182,3 +200,150 @@ def test_cli_serves_metrics():
         if proc.proc.poll() is None:
             proc.proc.kill()
             proc.proc.wait(5)
+
+
+# -- the histogram is consistent in every scrape --------------------------------------------------
+
+
+def test_histogram_count_is_its_inf_bucket_even_between_the_adds_of_a_request():
+    """A request is counted with a few separate adds; a scrape can fall between them. The
+    count is the +Inf bucket itself, so the two can never disagree."""
+    store = MetricsStore.create(1)
+    slot = store.slot(0)
+    slot.request_started()
+    slot.request_finished(200, 0.02)
+    slot.cells[8 + 3] += 1  # the bucket add of a second request (0.025 s), seen mid-way
+    samples = {}
+    for family in text_string_to_metric_families(store.render()):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    name = "greenserve_request_duration_seconds"
+    assert value(samples, name + "_bucket", le="+Inf") == 2
+    assert value(samples, name + "_count") == 2
+
+
+def ok(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok"]
+
+
+def test_histogram_stays_consistent_under_concurrent_scrapes(serve):
+    server = serve(ok, metrics_bind="127.0.0.1:0")
+    url = server.server.metrics_url
+    stop = threading.Event()
+
+    def load():
+        with requests.Session() as session:
+            while not stop.is_set():
+                session.get(server.url, timeout=10)
+
+    threads = [threading.Thread(target=load) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    try:
+        name = "greenserve_request_duration_seconds"
+        for _ in range(50):
+            samples = scrape(url)
+            assert value(samples, name + "_count") == value(samples, name + "_bucket", le="+Inf")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+
+
+# -- the open-connections gauge when a server stops at once ---------------------------------------
+
+
+def test_connections_left_open_at_an_immediate_stop_leave_the_gauge(tmp_path):
+    """A worker whose server stops at once (SIGQUIT) closes what is still open; its slot is
+    not zeroed unless a replacement takes it, so the gauge must come down by itself."""
+    store = MetricsStore.create(1)
+    server = Server(ok, bind="127.0.0.1:0", keepalive_timeout=60)
+    server.metrics = store.slot(0)
+    server.start()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    clients = []
+    try:
+        assert server.wait_serving(10)
+        host, port = server.addresses[0]
+        for _ in range(3):
+            sock = socket.create_connection((host, port), timeout=10)
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            assert Reader(sock).read_response().status == 200  # kept alive, idle
+            clients.append(sock)
+        clients.append(socket.create_connection((host, port), timeout=10))  # silent
+        assert wait_until(lambda: server.statistics()["connections_open"] == 4)
+        assert "greenserve_connections_open 4\n" in store.render()
+        server.hub.call_soon_threadsafe(server.hub.stop)  # what SIGQUIT does
+        thread.join(10)
+        assert not thread.is_alive()
+        assert "greenserve_connections_open 0\n" in store.render()
+        assert server.statistics()["connections_open"] == 0
+    finally:
+        for sock in clients:
+            sock.close()
+
+
+# -- the endpoint's limits -----------------------------------------------------------------------
+
+
+def metrics_threads():
+    return [t for t in threading.enumerate() if t.name.startswith("greenserve-metrics")
+            or "process_request_thread" in t.name]
+
+
+def test_slow_and_idle_clients_hold_no_thread_and_a_scrape_still_succeeds(serve):
+    server = serve(lambda e, s: [], validate=False, metrics_bind="127.0.0.1:0")
+    url = server.server.metrics_url
+    address = (urlsplit(url).hostname, urlsplit(url).port)
+    threads_before = threading.active_count()
+    idle = [socket.create_connection(address, timeout=10) for _ in range(40)]
+    slow = socket.create_connection(address, timeout=10)
+    try:
+        slow.sendall(b"GET /metr")  # and then, a byte now and again
+        for piece in (b"i", b"c", b"s"):
+            slow.sendall(piece)
+            assert requests.get(url, timeout=10).status_code == 200  # scrapes go through
+        assert threading.active_count() == threads_before  # not a thread per connection
+        assert len(metrics_threads()) == 1
+        # A flood beyond MAX_CLIENTS: the oldest connections make room, a scrape is served.
+        flood = [socket.create_connection(address, timeout=10) for _ in range(MAX_CLIENTS)]
+        try:
+            assert requests.get(url, timeout=10).status_code == 200
+            assert Reader(idle[0]).at_eof(timeout=10)  # the oldest was dropped
+        finally:
+            for sock in flood:
+                sock.close()
+        # Past the deadline of the whole exchange the slow client is cut off, unanswered.
+        started = time.monotonic()
+        reader = Reader(slow)
+        assert reader.at_eof(timeout=DEADLINE + 10) and reader.buf == b""
+        assert time.monotonic() - started < DEADLINE + 10
+    finally:
+        slow.close()
+        for sock in idle:
+            sock.close()
+
+
+@pytest.mark.parametrize("raw, status", [
+    (b"GET /metrics HTTP/1.1\r\nHost: a\r\nX-Big: " + b"x" * 9000 + b"\r\n\r\n", 431),
+    (b"POST /metrics HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", 405),
+    (b"GET /other HTTP/1.1\r\nHost: a\r\n\r\n", 404),
+    (b"BREW /metrics\r\n\r\n", 400),
+    (b"GET /metrics?name=x HTTP/1.0\n\n", 200),  # bare LF line ends, HTTP/1.0
+])
+def test_the_endpoint_answers_each_request_and_closes(serve, raw, status):
+    server = serve(lambda e, s: [], validate=False, metrics_bind="127.0.0.1:0")
+    url = server.server.metrics_url
+    with socket.create_connection((urlsplit(url).hostname, urlsplit(url).port),
+                                  timeout=10) as sock:
+        sock.sendall(raw)
+        reader = Reader(sock)
+        resp = reader.read_response()
+        assert resp.status == status
+        assert resp.header("connection") == "close" and reader.at_eof()
+    if status == 405:
+        assert resp.header("allow") == "GET, HEAD"
+    if status == 200:
+        assert b"greenserve_connections_total" in resp.body

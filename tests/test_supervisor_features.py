@@ -14,22 +14,25 @@ from urllib.parse import urlsplit
 import requests
 
 from conftest import Reader, run_to_end, wait_until
-from test_metrics import scrape, value
-from test_supervisor import APP, refused, start_supervisor, who, workers_seen
+from test_metrics import counted, scrape, value
+from test_supervisor import APP, refused, start_supervisor, who
 
 
 def test_metrics_are_summed_over_workers_and_survive_a_replacement(run):
     proc, url = start_supervisor(run, "--metrics-bind", "127.0.0.1:0")
     metrics = proc.wait_for(re.compile(r"metrics on (http://\S+)"))[1]
-    seen = workers_seen(url, 2)
+    answers = [who(url) for _ in range(12)]
+    while len({answer["index"] for answer in answers}) < 2:  # until both workers answered
+        assert len(answers) < 500, "one worker answers everything"
+        answers.append(who(url))
+    seen = {answer["index"]: answer["pid"] for answer in answers}
     endpoint = listening_inode(urlsplit(metrics).port)
     assert endpoint in socket_inodes(proc.pid)  # the supervisor serves it...
     assert all(endpoint not in socket_inodes(pid) for pid in seen.values())  # ...workers drop it
-    for _ in range(10):
-        who(url)
-    samples = scrape(metrics)
-    total = value(samples, "greenserve_requests_total", code="200")
-    assert total >= 12  # the requests of workers_seen (2 or more) and these 10
+    # A request is counted just after its answer went out: wait for the last one to be.
+    total = len(answers)
+    assert wait_until(lambda: counted(scrape(metrics), "greenserve_requests_total", code="200")
+                      == total)
     os.kill(seen[0], signal.SIGKILL)
     proc.wait_for(re.compile(r"worker 0 \(pid \d+\) is ready"), count=2)
     after = scrape(metrics)
