@@ -55,7 +55,7 @@ class PreambleConnection(Connection):
                  proxy_protocol: bool) -> None:
         super().__init__(server, sock, base_env, peer)
         if context is not None:
-            self.gsock = GreenSSLSocket(sock, server.hub, context)
+            self.gsock = GreenSSLSocket(sock, server.hub, context, server.config.linger_timeout)
         self.proxy_protocol = proxy_protocol
         self.prepared = False
 
@@ -87,6 +87,9 @@ class PreambleConnection(Connection):
         return True
 
     def _handshake(self, gsock: GreenSSLSocket, deadline: float) -> None:
+        """Run the TLS handshake by ``deadline``; a failure is counted for the metrics, and a
+        verified client certificate goes into the environ. May switch. Raises as
+        ``GreenSSLSocket.handshake``."""
         try:
             gsock.handshake(deadline)
         except ssl.SSLError:

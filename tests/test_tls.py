@@ -105,19 +105,26 @@ def test_optional_client_certificates(serve, tls_files):
 
 @pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1_1 is deprecated:DeprecationWarning")
 def test_tls_1_2_is_the_minimum(serve, tls_files):
-    server = serve(describe, **tls_options(tls_files))
+    from test_metrics import scrape, value
+
+    server = serve(describe, **tls_options(tls_files, metrics_bind="127.0.0.1:0"))
+    failures = lambda: value(scrape(server.server.metrics_url),  # noqa: E731
+                             "greenserve_tls_handshake_failures_total")
     old = client_context(tls_files)
     old.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
     old.maximum_version = ssl.TLSVersion.TLSv1_1
     old.set_ciphers("DEFAULT:@SECLEVEL=0")  # let this client offer what it may
     with pytest.raises((ssl.SSLError, ConnectionError)):
         tls_connect(server, old).close()
+    # The server saw a TLS 1.1 hello and refused it: not a client that could not offer one.
+    assert wait_until(lambda: failures() == 1)
     for version, name in ((ssl.TLSVersion.TLSv1_2, "TLSv1.2"), (ssl.TLSVersion.TLSv1_3, "TLSv1.3")):
         with tls_connect(server, client_context(tls_files, version=version)) as sock:
             assert sock.version() == name
             assert sock.selected_alpn_protocol() is None  # the client offered none
             sock.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
             assert Reader(sock).read_response().body.startswith(b"https HTTP/1.1")
+    assert failures() == 1
 
 
 def test_ciphers_option_limits_tls_1_2_suites(serve, tls_files):
@@ -311,3 +318,67 @@ def test_the_server_ends_tls_with_close_notify(serve, tls_files, request_bytes):
                 break
             data += piece
     assert data.startswith(b"HTTP/1.1 ")
+
+
+# -- an encrypted private key ---------------------------------------------------------------------
+
+
+def encrypted_key(files, directory):
+    """The server's key, written again protected by a passphrase (trustme cannot)."""
+    from cryptography.hazmat.primitives import serialization
+
+    with open(files.key, "rb") as plain:
+        key = serialization.load_pem_private_key(plain.read(), password=None)
+    path = directory / "encrypted.key"
+    path.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"a passphrase")))
+    return str(path)
+
+
+def test_an_encrypted_key_is_a_config_error_naming_the_option(tls_files, tmp_path):
+    key = encrypted_key(tls_files, tmp_path)
+    with pytest.raises(ConfigError) as info:
+        Server(describe, bind="127.0.0.1:0", certfile=tls_files.cert, keyfile=key).start()
+    assert info.value.option == "keyfile" and "encrypted" in info.value.message
+    combined = tmp_path / "combined.pem"  # the key in the certificate file: name that option
+    combined.write_text(open(tls_files.cert).read() + open(key).read())
+    with pytest.raises(ConfigError) as info:
+        Server(describe, bind="127.0.0.1:0", certfile=str(combined)).start()
+    assert info.value.option == "certfile" and "encrypted" in info.value.message
+
+
+@pytest.mark.parametrize("extra", [(), ("--workers", "2")])
+def test_cli_refuses_an_encrypted_key_without_asking_on_the_terminal(tls_files, tmp_path, extra):
+    """Run with a terminal of its own, where OpenSSL would prompt for the passphrase and wait:
+    the server must say what is wrong in one line and exit 2 instead."""
+    import fcntl
+    import pty
+    import sys
+    import termios
+
+    key = encrypted_key(tls_files, tmp_path)
+    master, slave = pty.openpty()
+
+    def take_the_terminal():  # in the child: a new session whose controlling tty is the pty
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "greenserve", "examples.hello:app", "--bind", "127.0.0.1:0",
+         "--certfile", tls_files.cert, "--keyfile", key, *extra],
+        stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        preexec_fn=take_the_terminal)
+    os.close(slave)
+    try:
+        out, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        pytest.fail("greenserve waited for a passphrase on the terminal")
+    finally:
+        os.close(master)
+    assert proc.returncode == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "keyfile" in lines[0] and "encrypted" in lines[0], err
