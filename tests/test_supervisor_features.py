@@ -27,6 +27,8 @@ def test_metrics_are_summed_over_workers_and_survive_a_replacement(run):
     assert all(endpoint not in socket_inodes(pid) for pid in seen.values())  # ...workers drop it
     for _ in range(10):
         who(url)
+    # A request is counted just after its response went out: wait until none is in flight.
+    assert wait_until(lambda: value(scrape(metrics), "greenserve_requests_in_flight") == 0)
     samples = scrape(metrics)
     total = value(samples, "greenserve_requests_total", code="200")
     assert total >= 12  # the requests of workers_seen (2 or more) and these 10
