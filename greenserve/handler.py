@@ -20,7 +20,7 @@ import socket
 import stat
 import time
 from email.utils import formatdate
-from typing import TYPE_CHECKING, Any, Dict, Iterable, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterable, Optional, Sequence, Tuple
 
 from . import h1
 from .errors import (
@@ -30,7 +30,7 @@ from .errors import (
 from .gsocket import GreenSocket
 from .guards import arm_deadline, peer_gone
 from .proxy import PROXY_KEYS
-from .wsgi import EMPTY_INPUT, FileWrapper, Input, Response, request_environ, single_body
+from .wsgi import EMPTY_INPUT, FileWrapper, Input, Response, request_environ, whole_body
 
 if TYPE_CHECKING:
     from .server import Server
@@ -350,12 +350,21 @@ class Connection:
             raise LocalProtocolError("app sent more than its Content-Length", 500)
 
     def _send_result(self, response: Response, result: Iterable[bytes]) -> None:
-        body = single_body(result)
-        if body is not None and not response.headers_sent:
-            head = self._start_head(response, len(body))
-            payload = self.h1.send_data(body)  # framed by length: the body, or b"" for HEAD
-            self._send_parts((head, payload, self.h1.send_eom()))
-            self.body_sent = len(payload)
+        pieces = whole_body(result)
+        if pieces is not None and not response.headers_sent:
+            # The whole body is known (a list or tuple of bytes): one Content-Length, and the
+            # pieces go out together with sendmsg, uncopied.
+            conn = self.h1
+            head = self._start_head(response, sum(map(len, pieces)))
+            parts = [head]
+            sent = 0
+            for piece in pieces:
+                payload = conn.send_data(piece)  # framed by length: as it is, b"" for HEAD
+                sent += len(payload)
+                parts.append(payload)
+            parts.append(conn.send_eom())
+            self._send_parts(parts)
+            self.body_sent = sent
             return
         if type(result) is FileWrapper and not response.headers_sent and self._send_file(response, result):
             return
@@ -408,7 +417,7 @@ class Connection:
             except OSError as exc:
                 raise ClientDisconnected(f"client connection lost: {exc}") from None
 
-    def _send_parts(self, parts: Tuple[bytes, ...]) -> None:
+    def _send_parts(self, parts: Sequence[bytes]) -> None:
         if sum(map(len, parts)) <= _SMALL:
             self._send(b"".join(parts))
             return

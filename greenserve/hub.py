@@ -52,6 +52,11 @@ class Wake(enum.Enum):
     CLOSED = "closed"
 
 
+# Module-level names for the tokens: an attribute of an Enum class goes through
+# EnumType.__getattr__ (slow on Python 3.11), and these are used on every wait.
+READY, TIMED_OUT, CLOSED = Wake.READY, Wake.TIMED_OUT, Wake.CLOSED
+
+
 class _Waiter:
     """One suspended greenlet. ``wake`` resumes it at most once, with a value (a ``Wake``
     token for the hub's own waits, anything for ``park``)."""
@@ -206,7 +211,7 @@ class Hub:
                 else:
                     entry.reader = None
                     if type(who) is _Waiter:
-                        who.wake(Wake.READY)
+                        who.wake(READY)
                     else:
                         try:
                             who()  # a one-shot watch callback
@@ -229,7 +234,7 @@ class Hub:
 
     def _resume(self, who: Any) -> None:
         if type(who) is _Waiter:
-            who.wake(Wake.READY)
+            who.wake(READY)
         else:
             self._call(who, ())
 
@@ -446,7 +451,7 @@ class Hub:
     def yield_now(self) -> None:
         """Let every other ready greenlet run, then continue. May switch."""
         waiter = _Waiter(getcurrent())
-        self._ready.append((waiter.wake, (Wake.READY,)))
+        self._ready.append((waiter.wake, (READY,)))
         try:
             self._suspend()
         finally:
@@ -458,7 +463,7 @@ class Hub:
             self.yield_now()
             return
         waiter = _Waiter(getcurrent())
-        timer = self.call_later(seconds, waiter.wake, Wake.READY)
+        timer = self.call_later(seconds, waiter.wake, READY)
         try:
             self._suspend()
         finally:
@@ -506,7 +511,7 @@ class Hub:
             self._set_mask(fd, entry, EVENT_READ)
         else:
             self._set_mask(fd, entry, entry.mask | event)
-        timer = None if deadline is None else self.call_at(deadline, waiter.wake, Wake.TIMED_OUT)
+        timer = None if deadline is None else self.call_at(deadline, waiter.wake, TIMED_OUT)
         try:
             token = self._suspend()
         finally:
@@ -515,9 +520,9 @@ class Hub:
                 setattr(entry, side, None)
             if timer is not None:
                 self.cancel_timer(timer)
-        if token is Wake.TIMED_OUT:
+        if token is TIMED_OUT:
             raise TimeoutError("timed out")
-        if token is Wake.CLOSED:
+        if token is CLOSED:
             raise ClosedResourceError(f"fd {fd} was closed while waiting")
 
     def watch_readable(self, fd: int, callback: Callable[[], Any]) -> None:
@@ -544,7 +549,7 @@ class Hub:
             return
         for who in (entry.reader, entry.writer):
             if type(who) is _Waiter:
-                self._ready.append((who.wake, (Wake.CLOSED,)))
+                self._ready.append((who.wake, (CLOSED,)))
         entry.reader = entry.writer = None
         if entry.mask:
             try:

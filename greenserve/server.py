@@ -58,7 +58,8 @@ class Listener:
         self.tls = False  # set by Server.start: TLS on this listener
         self.proxy_protocol = False  # connections begin with a PROXY protocol header
         self.make_connection: Factory = Connection
-        if sock.family == socket.AF_UNIX:
+        self.tcp = sock.family != socket.AF_UNIX  # its connections get TCP_NODELAY
+        if not self.tcp:
             self.server_name, self.server_port = "localhost", "80"
         else:
             host, port = sock.getsockname()[:2]
@@ -334,7 +335,7 @@ class Server:
         self._watch_listener(listener)
 
     def _adopt(self, client: socket.socket, peer: Any, listener: Listener) -> None:
-        if client.family != socket.AF_UNIX:
+        if listener.tcp:
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         remote = (peer[0], str(peer[1])) if isinstance(peer, tuple) else None
         if remote is not None and remote[0].startswith("::ffff:") and "." in remote[0]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 from urllib.parse import unquote_to_bytes
 
 from .errors import LocalProtocolError
@@ -333,11 +333,13 @@ class Response:
         self.emit(data)
 
 
-def single_body(result: Iterable[bytes]) -> Optional[bytes]:
-    """Return the body if ``result`` is a one-element list or tuple of bytes, else None (lets
-    the handler send Content-Length and one packet)."""
-    if type(result) in (list, tuple) and len(result) == 1:  # type: ignore[arg-type]
-        body = result[0]  # type: ignore[index]
-        if type(body) is bytes:
-            return body
+def whole_body(result: Iterable[bytes]) -> Optional[Sequence[bytes]]:
+    """Return ``result`` if it is a list or tuple of bytes (the whole body known up front: the
+    handler can give it a Content-Length and send it at once), else None."""
+    if type(result) in (list, tuple):
+        pieces: Sequence[bytes] = result  # type: ignore[assignment]
+        for piece in pieces:
+            if type(piece) is not bytes:
+                return None
+        return pieces
     return None

@@ -35,6 +35,9 @@ def app(environ, start_response):
     if path == "/chunked":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return iter([b"abc", b"", b"defg"])
+    if path == "/pieces":
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ab", b"", b"cdef"]
     if path == "/surplus":
         start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "3")])
         return [b"hello"]
@@ -69,6 +72,8 @@ def test_bytes_counts_only_body_bytes_sent(serve, tmp_path):
         (b"HEAD /chunked HTTP/1.1\r\nHost: a\r\n\r\n", 0),
         (b"GET /chunked HTTP/1.1\r\nHost: a\r\n\r\n", 7),  # not the chunk framing around them
         (b"GET /chunked HTTP/1.0\r\n\r\n", 7),  # close-delimited
+        (b"GET /pieces HTTP/1.1\r\nHost: a\r\n\r\n", 6),  # a list: one Content-Length
+        (b"HEAD /pieces HTTP/1.1\r\nHost: a\r\n\r\n", 0),
         (b"GET /surplus HTTP/1.1\r\nHost: a\r\n\r\n", 3),  # cut at its Content-Length
     ]
     for raw, _ in cases:

@@ -1279,3 +1279,30 @@ def test_statistics_count_error_responses_for_failed_requests(serve):
     assert stats["responses"]["5xx"] == 1
     assert stats["responses"]["4xx"] == 1
     assert stats["responses_aborted"] == 0
+
+
+@pytest.mark.parametrize("kind", [list, tuple])
+def test_a_body_of_several_known_pieces_gets_a_content_length(serve, kind):
+    """A list or tuple of bytes is the whole body: it gets a Content-Length (not chunked) and
+    arrives intact, the pieces in order; an app's own Content-Length still rules."""
+    pieces = kind([b"alpha-", b"", b"beta-" * 1000, b"gamma"])
+
+    def app(environ, start_response):
+        headers = [("Content-Type", "text/plain")]
+        if environ["PATH_INFO"] == "/short":
+            headers.append(("Content-Length", "3"))
+        start_response("200 OK", headers)
+        return pieces
+
+    server = serve(app, validate=False)  # the validator would turn the list into an iterator
+    with connect(server) as sock:
+        reader = Reader(sock)
+        sock.sendall(GET % b"/")
+        resp = reader.read_response()
+        assert resp.header("transfer-encoding") is None
+        assert resp.header("content-length") == str(len(b"".join(pieces)))
+        assert resp.body == b"".join(pieces)
+        sock.sendall(GET % b"/short")  # more than promised: cut, then the connection closes
+        resp = reader.read_response()
+        assert resp.body == b"alp"
+        assert sock.recv(1) == b""

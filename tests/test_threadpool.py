@@ -165,4 +165,36 @@ def test_a_numeric_address_needs_no_thread(resolver_threads, listener):
         GreenSocket.connect(("127.0.0.1", port), timeout=5).close()
 
     run_hub(main)
-    assert resolver_threads == [threading.current_thread().name]  # resolved in place
+    # an IP literal is turned into an address in place: no lookup in a pool thread
+    assert not [name for name in resolver_threads if name.startswith("greenserve-pool-")]
+
+
+def test_ip_literals_connect_over_their_own_family():
+    """IPv4 and IPv6 literals connect without a lookup; AF_INET refuses an IPv6 literal the way
+    getaddrinfo does (the literal is handed to it and it says no)."""
+    for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+        try:
+            server = socket.socket(family)
+            server.bind((host, 0))
+        except OSError:
+            continue  # no IPv6 on this host
+        server.listen(4)
+        port = server.getsockname()[1]
+
+        def main(hub: Hub) -> Any:
+            gs = GreenSocket.create_connection((host, port), timeout=5)
+            try:
+                return gs.sock.family
+            finally:
+                gs.close()
+
+        try:
+            assert run_hub(main) == family
+        finally:
+            server.close()
+
+    def wrong_family(hub: Hub) -> None:
+        GreenSocket.connect(("::1", 9), timeout=5, family=socket.AF_INET)
+
+    with pytest.raises(socket.gaierror):
+        run_hub(wrong_family)

@@ -59,6 +59,13 @@ _RESPONSE_STEPS = {
 }
 
 
+# Module-level names for the states used per request: an attribute of an Enum class goes
+# through EnumType.__getattr__ (slow on Python 3.11); a global is a dict lookup.
+_REQ_IDLE, _REQ_BODY, _REQ_CLOSED, _REQ_ERROR = (
+    RequestState.IDLE, RequestState.BODY, RequestState.CLOSED, RequestState.ERROR)
+_RESP_IDLE = ResponseState.IDLE
+
+
 class H1Connection:
     """One server-side HTTP/1.1 connection. See the module docstring for the contract."""
 
@@ -69,8 +76,8 @@ class H1Connection:
 
     def __init__(self, limits: Limits = Limits()) -> None:
         self.limits = limits
-        self.request_state = RequestState.IDLE
-        self.response_state = ResponseState.IDLE
+        self.request_state = _REQ_IDLE
+        self.response_state = _RESP_IDLE
         self.request: Optional[Request] = None
         self.info: Optional[headers.HeadInfo] = None
         self.keep_alive = True
@@ -101,7 +108,7 @@ class H1Connection:
         if self._error is not None:
             raise self._error
         try:
-            if self.request_state is RequestState.IDLE:
+            if self.request_state is _REQ_IDLE:
                 return self._read_head()
             return self._next_event()
         except RemoteProtocolError as exc:
@@ -110,7 +117,7 @@ class H1Connection:
 
     def _next_event(self) -> Event:
         state = self.request_state
-        if state is RequestState.BODY:
+        if state is _REQ_BODY:
             assert self._body is not None
             event = self._body.read(self._buf)
             if event is NEED_DATA and self._eof:
@@ -118,7 +125,7 @@ class H1Connection:
             if type(event) is EndOfMessage:
                 self._step_request("end")
             return event
-        if state is RequestState.CLOSED:
+        if state is _REQ_CLOSED:
             return ConnectionClosed()
         return PAUSED
 
@@ -147,7 +154,7 @@ class H1Connection:
 
     def _fail(self, exc: RemoteProtocolError) -> None:
         self._error = exc
-        self.request_state = RequestState.ERROR
+        self.request_state = _REQ_ERROR
         self.keep_alive = False
         self._buf.clear()
 
@@ -163,7 +170,7 @@ class H1Connection:
     @property
     def body_pending(self) -> bool:
         """True while the request body has not been read to its end."""
-        return self.request_state is RequestState.BODY
+        return self.request_state is _REQ_BODY
 
     @property
     def body_remaining(self) -> Optional[int]:
@@ -177,7 +184,7 @@ class H1Connection:
         """True if the client waits for 100 Continue that was not sent yet."""
         return bool(
             self.info is not None and self.info.expect_continue and not self.continue_sent
-            and self.body_pending and self.response_state is ResponseState.IDLE
+            and self.body_pending and self.response_state is _RESP_IDLE
         )
 
     # -- output -----------------------------------------------------------------------------
@@ -236,7 +243,7 @@ class H1Connection:
             request is None or close or not self.keep_alive or request.method == b"HEAD"
             or status < 200 or status in (204, 304)
             or (length is not None and length != len(body))
-            or self.response_state is not ResponseState.IDLE or self.continue_expected
+            or self.response_state is not _RESP_IDLE or self.continue_expected
         ):
             # Anything unusual takes the general path, which frames it.
             head = self.send_head(status, reason, app, default_lines, length_hint=len(body),
