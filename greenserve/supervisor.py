@@ -77,14 +77,17 @@ class Supervisor:
 
     # -- the loop -----------------------------------------------------------------------------
 
-    def run(self) -> int:
+    def run(self, announce: Callable[[], None] = lambda: None) -> int:
         """Fork the workers and supervise them until they are all gone after a stop.
-        Returns 0, or 2 when the app cannot be imported."""
+        ``announce`` runs once the signal handlers are in place (the "listening on" lines: a
+        signal sent on seeing them is handled). Returns 0, or 2 when the app cannot be
+        imported."""
         for fd in (self._wake_r, self._wake_w):
             os.set_blocking(fd, False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         previous = {sig: signal.signal(sig, self._on_signal) for sig in HANDLED}
         try:
+            announce()
             self._state = self._create_run_state()
             log.info("supervisor %d starting %d workers", os.getpid(), len(self.pool.wanted))
             while not (self.stopping and not self.workers):
@@ -439,5 +442,5 @@ def run(config: Config, load: Callable[[], App], app_name: str) -> int:
         raise ConfigError("workers", "worker processes need os.fork(), which this system lacks")
     preflight(config)
     bound = open_listeners(config, os.environ)
-    log_listening(bound, config, app_name)
-    return Supervisor(config, load, bound, notifier).run()
+    return Supervisor(config, load, bound, notifier).run(
+        announce=lambda: log_listening(bound, config, app_name))

@@ -101,9 +101,10 @@ def run_in_process(config: Config, load: Callable[[], App], app_name: str,
     try:
         server = Server(app, config)
         server.start(sockets=bound.sockets, proxy_sockets=bound.proxy_sockets)
-        for url in server.urls:
-            log.info("greenserve %s listening on %s (app %s)", __version__, url, app_name)
         with install_stop_handlers(server, on_stop=lambda: notifier.notify("STOPPING=1")):
+            # Announced once a stop signal drains: a signal sent on seeing this line is handled.
+            for url in server.urls:
+                log.info("greenserve %s listening on %s (app %s)", __version__, url, app_name)
             server.hub.call_soon(notifier.notify, "READY=1")
             server.serve_forever()
     finally:

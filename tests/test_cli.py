@@ -131,3 +131,15 @@ def test_version_and_help() -> None:
     for flag in ("--bind", "--root-path", "--max-body-size", "--header-timeout",
                  "--keepalive-timeout", "--access-log", "--log-level", "GREENSERVE_BIND"):
         assert flag in helptext.stdout
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_signal_sent_on_seeing_the_listening_line_drains(run, workers):
+    """The "listening on" line is printed once the stop handlers are in place: a process
+    manager that sends SIGINT as soon as it reads it gets a graceful exit 0, not a death by
+    the signal."""
+    for _ in range(3):
+        proc = run("examples.hello:app", "--bind", "127.0.0.1:0", "--workers", workers)
+        proc.url()
+        proc.send(signal.SIGINT)
+        assert proc.proc.wait(15) == 0, proc.stderr
