@@ -22,6 +22,7 @@ Scenarios (metric, better):
   g  p99 latency of (a) (wrk --latency; run with a)            ms, lower
   h  100 MiB chunked upload to a sink app, one client          MiB/s, higher
   i  50 MiB file via wsgi.file_wrapper, 4 connections          MiB/s, higher
+  j  hello, keep-alive, 10,000 connections (compare with a)    req/s, higher
 
 Servers run from the venv $GS_BENCH_VENV (default /tmp/gs-bench-venv) and meinheld from
 $GS_MEINHELD_VENV (default /tmp/gs-meinheld-venv); loadtests/bench/setup.sh makes both. A server
@@ -70,6 +71,8 @@ SCENARIOS = {
               metric="mib_s", unit="MiB/s", higher=True),
     "i": dict(title="50 MiB file via wsgi.file_wrapper, 4 conns", kind="wrk", app="download",
               conns=4, timeout=30, metric="mib_s", unit="MiB/s", higher=True),
+    "j": dict(title="hello, keep-alive, 10,000 conns", kind="wrk", app="hello", conns=10000,
+              timeout=10, metric="rps", unit="req/s", higher=True),
 }
 DEFAULT_SCENARIOS = "a,b,c,d,e,f,g"
 FILE_MIB = 50
