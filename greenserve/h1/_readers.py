@@ -22,6 +22,7 @@ _BARE_EOL = re.compile(rb"(?<!\r)\n|\r(?!\n)")
 _MAX_CHUNK_LINE = 4096
 _MAX_CHUNK_SIZE_DIGITS = 16
 _MAX_LEADING_CRLF = 8
+_PEEK = 64  # bytes of an incomplete head checked for a request line that cannot be valid
 
 
 class Limits(NamedTuple):
@@ -69,6 +70,23 @@ def _check_target(method: bytes, target: bytes) -> None:
         m = _abnf.ABSOLUTE_FORM.fullmatch(target)
         if m is None or m.group(1).lower() not in (b"http", b"https"):
             raise RemoteProtocolError("invalid request-target")
+        authority = m.group(2)
+        # RFC 9110 4.2.1 / 4.2.4: the host must not be empty and userinfo is an error; the
+        # authority replaces Host (RFC 9112 3.2.2), so it obeys Host's grammar.
+        if authority[:1] in (b"", b":") or not _abnf.HOST.fullmatch(authority):
+            raise RemoteProtocolError("invalid authority in the request-target")
+
+
+def _refuse_bad_start(start: bytes, limits: Limits) -> None:
+    """Refuse a request line whose first bytes can never become valid (a TLS, SSH or binary
+    client on a plain port) without waiting for the rest. ``start`` is the first ``_PEEK``
+    bytes of the head. Raises what the whole line would: 400 (or 505 for a short complete
+    line with another HTTP version)."""
+    line_end = start.find(b"\r\n")
+    if 0 <= line_end <= limits.max_request_line:
+        parse_request_line(start[:line_end], limits)  # a short line, complete: check it all
+    elif not _abnf.REQUEST_LINE_START.fullmatch(start.partition(b"\r")[0]):
+        raise RemoteProtocolError("invalid request line")
 
 
 def parse_request_line(line: bytes, limits: Limits) -> tuple[bytes, bytes, bytes]:
@@ -122,6 +140,7 @@ class HeadReader:
         del buf[: end + 4]
         self._scanned = 0
         if len(lines[0]) > limits.max_request_line:
+            _refuse_bad_start(lines[0][:_PEEK], limits)  # as if it had arrived in pieces
             raise RemoteProtocolError("request line too long", 414)
         method, target, version = parse_request_line(lines[0], limits)
         self.method = method
@@ -143,6 +162,7 @@ class HeadReader:
         """Fail early on a head that cannot become valid by waiting for more bytes."""
         _check_bare_eol(buf, max(0, self._scanned - 1))
         limits = self.limits
+        _refuse_bad_start(bytes(buf[:_PEEK]), limits)
         line_end = buf.find(b"\r\n", 0, limits.max_request_line + 2)
         if line_end < 0 and len(buf) - buf.endswith(b"\r") > limits.max_request_line:
             raise RemoteProtocolError("request line too long", 414)

@@ -116,6 +116,8 @@ VALID: List[Tuple[str, bytes, List[Dict[str, object]]]] = [
      [req(b"GET", b"http://example.com/p?q=1", [H])]),
     ("absolute-form-https-port-no-path", msg(b"GET https://example.com:8443 HTTP/1.1", HOST),
      [req(b"GET", b"https://example.com:8443", [H])]),
+    ("absolute-form-ipv6-port-query", msg(b"GET http://[::1]:8080/x?y HTTP/1.1", HOST),
+     [req(b"GET", b"http://[::1]:8080/x?y", [H])]),
     ("connect-authority-form", msg(b"CONNECT example.com:443 HTTP/1.1", b"Host: example.com:443"),
      [req(b"CONNECT", b"example.com:443", [(b"host", b"example.com:443")])]),
     ("leading-crlf", CRLF + GET, [req(b"GET", b"/", [H])]),
@@ -325,6 +327,22 @@ INVALID: List[Tuple[str, bytes]] = [
     ("400-second-request-invalid", GET + msg(b"GET / HTTP/1.1", b"Host example.com")),
     ("400-smuggled-after-chunked", msg(POST, HOST, CHUNKED, body=b"0\r\n\r\n")
      + msg(b"GET /admin HTTP/1.1", HOST, b"Content-Length: 5", b"Transfer-Encoding: chunked")),
+    # -- found by the hardening tests (property, differential and hostile-client tests)
+    # The absolute-form authority becomes HTTP_HOST, so it must obey Host's grammar
+    # (RFC 9112 3.2.2; RFC 9110 4.2.4 makes userinfo an error). These were accepted.
+    ("400-absolute-form-userinfo", msg(b"GET http://user:pw@example.com/ HTTP/1.1", HOST)),
+    ("400-absolute-form-quote-in-host", msg(b'GET http://exa"mple.com/ HTTP/1.1', HOST)),
+    ("400-absolute-form-empty-host-with-port", msg(b"GET http://:80/ HTTP/1.1", HOST)),
+    ("400-absolute-form-non-numeric-port", msg(b"GET http://example.com:http/ HTTP/1.1", HOST)),
+    # The absolute-form pattern backtracked quadratically on a long authority and a '#'
+    # (0.2 s of CPU for this 8 KiB line, minutes with a raised --max-request-line).
+    ("400-absolute-form-long-authority-then-fragment",
+     msg(b"GET http://" + b"a" * 8000 + b"# HTTP/1.1", HOST)),
+    # Clients of other protocols on a plain port: refused as the first bytes arrive (they
+    # waited for the header timeout before).
+    ("400-tls-client-hello", b"\x16\x03\x01\x00\xc8\x01\x00\x00\xc4\x03\x03" + bytes(range(32))
+     + b"\x00\x00\x02\x13\x01\x01\x00"),
+    ("400-ssh-banner", b"SSH-2.0-OpenSSH_9.6\r\n"),
 ]
 
 
