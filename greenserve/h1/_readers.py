@@ -6,6 +6,12 @@ the previous one stopped, so a head or chunk line fed one byte at a time is stil
 time. Every line is bounded: when the limit is passed without a line end, the reader fails at once
 instead of waiting for more bytes. A bare CR or LF anywhere in the framing is refused as soon as
 it is seen (RFC 9112 2.2 allows a recipient to treat bare CR as invalid; we refuse both).
+
+Whatever the cut, one outcome: when a head or line has more than one fault, the fault that comes
+first in the byte stream decides the status, both for bytes that arrive in pieces (checked as
+they come) and for bytes that arrive at once (a failing head is re-checked in the same order
+before its own error is raised). Each early check looks only at bytes whose meaning more input
+cannot change.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from .events import NEED_DATA, Data, EndOfMessage, Headers, Request, Signal
 
 # A bare LF, or a CR that is followed by anything but LF.
 _BARE_EOL = re.compile(rb"(?<!\r)\n|\r(?!\n)")
+_EOL = re.compile(rb"[\r\n]")
 _MAX_CHUNK_LINE = 4096
 _MAX_CHUNK_SIZE_DIGITS = 16
 _MAX_LEADING_CRLF = 8
@@ -32,11 +39,14 @@ class Limits(NamedTuple):
     max_body_size: int = 1 << 30
 
 
-def _check_bare_eol(buf: bytearray, start: int) -> None:
-    """Refuse a bare CR or LF in buf[start:], ignoring a CR that may still get its LF."""
+def _check_bare_eol(buf: bytearray, start: int, stop: int) -> None:
+    """Refuse a bare CR or LF in buf[start:stop], ignoring a CR that may still get its LF."""
     end = len(buf) - 1 if buf.endswith(b"\r") else len(buf)
-    if start < end and _BARE_EOL.search(buf, start, end):
-        raise RemoteProtocolError("bare CR or LF in message framing")
+    if start < end and start < stop:
+        # One byte past ``stop`` is visible, so that a CR just before it sees its LF.
+        m = _BARE_EOL.search(buf, start, min(end, stop + 1))
+        if m is not None and m.start() < stop:
+            raise RemoteProtocolError("bare CR or LF in message framing")
 
 
 def parse_fields(lines: list[bytes], limit: int) -> Headers:
@@ -132,19 +142,27 @@ class HeadReader:
             self._refuse_incomplete(buf)
             self._scanned = len(buf)
             return NEED_DATA
-        limits = self.limits
-        if end > limits.max_request_line + limits.max_header_bytes:
-            self._refuse_incomplete(buf)
-            raise RemoteProtocolError("request head too large", 431)
-        lines = bytes(buf[:end]).split(b"\r\n")
+        head = bytes(buf[:end])
         del buf[: end + 4]
         self._scanned = 0
+        try:
+            return self._parse(head)
+        except RemoteProtocolError:
+            # The first fault in byte order decides, as it would for a head arriving in pieces.
+            self._refuse_incomplete(bytearray(head + b"\r\n\r\n"))
+            raise
+
+    def _parse(self, head: bytes) -> Request:
+        """Parse a complete head (without its final CRLF CRLF). Raises 400, 414, 431, 505."""
+        limits = self.limits
+        if len(head) > limits.max_request_line + limits.max_header_bytes:
+            raise RemoteProtocolError("request head too large", 431)
+        lines = head.split(b"\r\n")
         if len(lines[0]) > limits.max_request_line:
-            _refuse_bad_start(lines[0][:_PEEK], limits)  # as if it had arrived in pieces
             raise RemoteProtocolError("request line too long", 414)
         method, target, version = parse_request_line(lines[0], limits)
         self.method = method
-        if end - len(lines[0]) > limits.max_header_bytes:
+        if len(head) - len(lines[0]) > limits.max_header_bytes:
             raise RemoteProtocolError("request header fields too large", 431)
         return Request(method, target, version, parse_fields(lines[1:], limits.max_header_count))
 
@@ -159,14 +177,17 @@ class HeadReader:
             del buf[:n]
 
     def _refuse_incomplete(self, buf: bytearray) -> None:
-        """Fail early on a head that cannot become valid by waiting for more bytes."""
-        _check_bare_eol(buf, max(0, self._scanned - 1))
+        """Fail early on a head that cannot become valid by waiting for more bytes. Checks in
+        byte order: the start of the request line, its length (the line ends at the first CR
+        or LF), bare CR or LF within the head limit, then the head limit."""
         limits = self.limits
-        _refuse_bad_start(bytes(buf[:_PEEK]), limits)
-        line_end = buf.find(b"\r\n", 0, limits.max_request_line + 2)
-        if line_end < 0 and len(buf) - buf.endswith(b"\r") > limits.max_request_line:
+        line_max = limits.max_request_line
+        _refuse_bad_start(bytes(buf[: min(_PEEK, line_max + 1)]), limits)
+        if len(buf) > line_max and _EOL.search(buf, 0, line_max + 1) is None:
             raise RemoteProtocolError("request line too long", 414)
-        if len(buf) > limits.max_request_line + limits.max_header_bytes + 4:
+        head_max = line_max + limits.max_header_bytes + 4
+        _check_bare_eol(buf, max(0, self._scanned - 1), head_max)
+        if len(buf) > head_max:
             raise RemoteProtocolError("request head too large", 431)
 
 
@@ -239,15 +260,16 @@ class ChunkedReader:
                 return EndOfMessage()
 
     def _line(self, buf: bytearray, limit: int, status: int) -> Optional[bytes]:
-        end = buf.find(b"\r\n", max(0, self._scanned - 1))
+        """The next line of at most ``limit`` bytes, or None until its CRLF arrives. In byte
+        order: a bare CR or LF within the limit is a 400, then a line past it ``status``."""
+        start = max(0, self._scanned - 1)
+        end = buf.find(b"\r\n", start, limit + 2)
         if end < 0:
-            _check_bare_eol(buf, max(0, self._scanned - 1))
-            if len(buf) > limit:
+            _check_bare_eol(buf, start, limit + 1)
+            if len(buf) - buf.endswith(b"\r") > limit:  # no CRLF can start within the limit
                 raise RemoteProtocolError("chunk line or trailer too long", status)
             self._scanned = len(buf)
             return None
-        if end > limit:
-            raise RemoteProtocolError("chunk line or trailer too long", status)
         line = bytes(buf[:end])
         del buf[: end + 2]
         self._scanned = 0

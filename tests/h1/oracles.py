@@ -145,6 +145,26 @@ def httptools_parse(data: bytes) -> Parsed:
     return Parsed(collector.requests, None)
 
 
+def framing_view(record: Record) -> Record:
+    """What must agree between two parsers for them to frame a request the same way: the
+    record without the differences of meaning every parser is free in and that cannot move a
+    message boundary. The version is HTTP/1.x read as 1.1 for x > 1 (RFC 9110 2.5), and a
+    Transfer-Encoding value's case is not significant (RFC 9112 7)."""
+    version = str(record["http_version"])
+    headers = [[n, v.lower() if n == "transfer-encoding" else v]
+               for n, v in record["headers"]]  # type: ignore[attr-defined]
+    return {**record, "http_version": "1.0" if version == "1.0" else "1.1", "headers": headers}
+
+
+def first_framing_difference(ours: List[Record], theirs: List[Record]) -> Optional[Tuple[Record, Record]]:
+    """The first pair of requests both parsers accepted that are not the same request, if any
+    (two parsers framing the same bytes differently is what request smuggling is made of)."""
+    for a, b in zip(ours, theirs):
+        if framing_view(a) != framing_view(b):
+            return a, b
+    return None
+
+
 ORACLES: Dict[str, Callable[[bytes], Parsed]] = {"h11": h11_parse}
 if httptools is not None:
     ORACLES["httptools"] = httptools_parse

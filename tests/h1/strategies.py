@@ -33,6 +33,8 @@ Case = Tuple[bytes, List[Dict[str, object]]]
 tokens = st.text(TCHARS, min_size=1, max_size=12).map(str.encode)
 names = tokens.filter(lambda n: n.lower() not in FRAMING)
 ows = st.sampled_from([b"", b" ", b"\t", b"  ", b" \t "])
+# llhttp refuses "Transfer-Encoding: chunked<HTAB>" (corpus case te-chunked-trailing-htab).
+oracle_trailing_ows = st.sampled_from([b"", b" ", b"  "])
 words = st.binary(min_size=1, max_size=8).map(lambda b: bytes(VCHAR_OBS[c % len(VCHAR_OBS)] for c in b))
 values = st.lists(st.tuples(words, st.sampled_from([b" ", b"\t", b"  ", b" \t"])), max_size=4).map(
     lambda parts: b"".join(w + s for w, s in parts).rstrip(b" \t"))
@@ -101,8 +103,9 @@ def requests(draw: st.DrawFn, last: bool, oracle_safe: bool = False) -> Tuple[by
         wire_body = b""
     draw(st.randoms()).shuffle(fields)
     head = method + b" " + target + b" HTTP/" + (b"1.0" if http10 else b"1.1") + b"\r\n"
+    trailing = oracle_trailing_ows if oracle_safe else ows
     for name, value in fields:
-        head += name + b":" + draw(ows) + value + draw(ows) + b"\r\n"
+        head += name + b":" + draw(ows) + value + draw(trailing) + b"\r\n"
     expected = req(method, target, [(n.lower(), v) for n, v in fields], body,
                    b"1.0" if http10 else b"1.1", trailers)
     return head + b"\r\n" + wire_body, expected
