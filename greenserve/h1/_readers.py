@@ -271,6 +271,8 @@ class ChunkedReader:
             self._scanned = len(buf)
             return None
         line = bytes(buf[:end])
+        if b"\n" in line or b"\r" in line:  # refused now, as it is when it arrives in pieces
+            raise RemoteProtocolError("bare CR or LF in message framing")
         del buf[: end + 2]
         self._scanned = 0
         return line

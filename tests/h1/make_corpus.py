@@ -359,6 +359,8 @@ INVALID: List[Tuple[str, bytes]] = [
     ("414-long-request-line-then-bare-lf@line=32", b"GET /" + b"a" * 40 + b"\nb HTTP/1.1\r\n\r\n"),
     ("400-bare-cr-in-head-past-the-head-limit@head=64",
      msg(b"GET / HTTP/1.1", HOST, b"X-A: a\rb", b"X-B: " + b"b" * 80)),
+    ("400-bare-lf-in-trailer-before-too-many-trailers@count=2", msg(POST, HOST, CHUNKED, body=(
+        b"0\r\nA: 1\r\nB: 2\nb\r\nC: 3\r\n\r\n"))),
     ("400-bare-lf-in-long-trailer@head=40", msg(POST, b"Host: a", CHUNKED, body=b"0\r\nX: a\nb" + b"c" * 60 + b"\r\n\r\n")),
 ]
 
