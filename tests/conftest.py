@@ -1,11 +1,18 @@
-"""Shared test helpers: a real server on 127.0.0.1 port 0, raw-socket HTTP, response parsing."""
+"""Shared test helpers: a real server on 127.0.0.1 port 0 (in this process, or a greenserve
+subprocess), raw-socket HTTP, response parsing."""
 
 from __future__ import annotations
 
 import contextlib
+import os
+import re
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 from wsgiref.validate import validator
 
@@ -15,6 +22,8 @@ from greenserve.hub import Hub
 from greenserve.testing import RunningServer, running_server
 
 WsgiApp = Callable[..., Any]
+ROOT = Path(__file__).resolve().parent.parent
+LISTENING = re.compile(r"listening on (http://\S+|unix:\S+)")
 
 
 @pytest.fixture
@@ -205,3 +214,84 @@ class Tracked:
 
     def close(self) -> None:
         self.closed.set()
+
+
+class Proc:
+    """A greenserve subprocess whose stderr is collected by a thread."""
+
+    def __init__(self, *args: str, env: Optional[dict] = None) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "greenserve", *args], cwd=ROOT, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})},
+        )
+        self.lines: List[str] = []
+        self.out: List[str] = []
+        self._seen = threading.Condition()
+        threading.Thread(target=self._pump, args=(self.proc.stderr, self.lines), daemon=True).start()
+        threading.Thread(target=self._pump, args=(self.proc.stdout, self.out), daemon=True).start()
+
+    def _pump(self, stream, into: List[str]) -> None:
+        for line in stream:
+            with self._seen:
+                into.append(line)
+                self._seen.notify_all()
+
+    def wait_for(self, pattern: re.Pattern, timeout: float = 15.0, where: str = "err") -> re.Match:
+        lines = self.lines if where == "err" else self.out
+        deadline = time.monotonic() + timeout
+        with self._seen:
+            while True:
+                for line in lines:
+                    m = pattern.search(line)
+                    if m:
+                        return m
+                left = deadline - time.monotonic()
+                if left <= 0 or self.proc.poll() is not None and not left:
+                    raise AssertionError(f"{pattern.pattern!r} not seen in: {''.join(lines)}")
+                self._seen.wait(min(left, 0.2))
+
+    def url(self) -> str:
+        return self.wait_for(LISTENING).group(1)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        return self.proc.wait(15)
+
+    def address(self) -> Tuple[str, int]:
+        """(host, port) from the "listening on" line."""
+        host, port = self.url()[len("http://"):].rsplit(":", 1)
+        return host.strip("[]"), int(port)
+
+    def rss(self) -> int:
+        """Resident memory of the server process in bytes (Linux /proc)."""
+        with open(f"/proc/{self.proc.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS")
+
+    def fds(self) -> int:
+        """Open file descriptors of the server process (Linux /proc)."""
+        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
+
+    def tracebacks(self) -> List[str]:
+        """Lines of its error log that start a traceback or report an internal error."""
+        return [line for line in self.lines if "Traceback" in line or "internal error" in line]
+
+
+@pytest.fixture
+def run() -> Iterator[Callable[..., Proc]]:
+    """``run(*cli_args, env=None)`` starts ``python -m greenserve``; all are killed at the end."""
+    procs: List[Proc] = []
+
+    def start(*args: str, env: Optional[dict] = None) -> Proc:
+        proc = Proc(*args, env=env)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.proc.poll() is None:
+            proc.proc.kill()
+            proc.proc.wait(5)

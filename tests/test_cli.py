@@ -9,74 +9,12 @@ import socket
 import subprocess
 import sys
 import threading
-import time
-from pathlib import Path
-from typing import Iterator, List, Optional
+from typing import Optional
 
 import pytest
 import requests
 
-ROOT = Path(__file__).resolve().parent.parent
-LISTENING = re.compile(r"listening on (http://\S+|unix:\S+)")
-
-
-class Proc:
-    """A greenserve subprocess whose stderr is collected by a thread."""
-
-    def __init__(self, *args: str, env: Optional[dict] = None) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "greenserve", *args], cwd=ROOT, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})},
-        )
-        self.lines: List[str] = []
-        self.out: List[str] = []
-        self._seen = threading.Condition()
-        threading.Thread(target=self._pump, args=(self.proc.stderr, self.lines), daemon=True).start()
-        threading.Thread(target=self._pump, args=(self.proc.stdout, self.out), daemon=True).start()
-
-    def _pump(self, stream, into: List[str]) -> None:
-        for line in stream:
-            with self._seen:
-                into.append(line)
-                self._seen.notify_all()
-
-    def wait_for(self, pattern: re.Pattern, timeout: float = 15.0, where: str = "err") -> re.Match:
-        lines = self.lines if where == "err" else self.out
-        deadline = time.monotonic() + timeout
-        with self._seen:
-            while True:
-                for line in lines:
-                    m = pattern.search(line)
-                    if m:
-                        return m
-                left = deadline - time.monotonic()
-                if left <= 0 or self.proc.poll() is not None and not left:
-                    raise AssertionError(f"{pattern.pattern!r} not seen in: {''.join(lines)}")
-                self._seen.wait(min(left, 0.2))
-
-    def url(self) -> str:
-        return self.wait_for(LISTENING).group(1)
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-        return self.proc.wait(15)
-
-
-@pytest.fixture
-def run() -> Iterator:
-    procs: List[Proc] = []
-
-    def start(*args: str, env: Optional[dict] = None) -> Proc:
-        proc = Proc(*args, env=env)
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        if proc.proc.poll() is None:
-            proc.proc.kill()
-            proc.proc.wait(5)
+from conftest import LISTENING, ROOT
 
 
 def run_to_end(*args: str, env: Optional[dict] = None) -> subprocess.CompletedProcess:
