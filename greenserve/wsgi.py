@@ -127,9 +127,9 @@ class Input:
 
     Reading may switch greenlets. A body cut short by the client raises ClientDisconnected.
     Every method runs in time linear in the bytes it returns plus those it receives: pieces
-    are collected and joined once, and what is left of a piece is kept with an offset instead
-    of being copied again (a body of a million one-byte chunks must not cost a million
-    copies of a growing buffer)."""
+    are gathered once, and what is left of a piece is kept with an offset instead of being
+    copied again (a body of a million one-byte chunks must not cost a million copies of a
+    growing buffer)."""
 
     __slots__ = ("_read_chunk", "_buf", "_pos", "_eof")
 
@@ -148,18 +148,37 @@ class Input:
             self._eof = True
         return chunk
 
-    def _take(self, parts: List[bytes], size: int) -> bytes:
-        """Join ``parts``; keep what is past ``size`` (if size >= 0) for the next read."""
-        data = parts[0] if len(parts) == 1 else b"".join(parts)
-        if 0 <= size < len(data):
-            self._buf, self._pos = data, size
-            return data[:size]
+    def _collect(self, want: int, line: bool) -> bytes:
+        """The unread rest and further pieces until ``want`` bytes (if >= 0), the end of a
+        line (if ``line``) or the end of the body; what comes after is kept. One piece is
+        returned as it is; more are gathered in a bytearray (amortised linear). May switch."""
+        buf, pos = self._buf, self._pos
+        data = buf[pos:] if pos else buf
+        gathered: Optional[bytearray] = None
+        have, end = len(data), -1
+        while (want < 0 or have < want) and end < 0:
+            chunk = self._next()
+            if not chunk:
+                break
+            if line:
+                nl = chunk.find(b"\n")
+                end = have + nl + 1 if nl >= 0 else -1
+            if not data:
+                data = chunk
+            elif gathered is None:
+                gathered = bytearray(data)
+                gathered += chunk
+            else:
+                gathered += chunk
+            have += len(chunk)
+        if gathered is not None:
+            data = bytes(gathered)
+        cut = want if end < 0 or 0 <= want < end else end
+        if 0 <= cut < len(data):
+            self._buf, self._pos = data, cut
+            return data[:cut]
         self._buf, self._pos = b"", 0
         return data
-
-    def _rest(self) -> List[bytes]:
-        buf, pos = self._buf, self._pos
-        return [buf[pos:] if pos else buf] if pos < len(buf) else []
 
     def read(self, size: Optional[int] = -1) -> bytes:
         want = -1 if size is None or size < 0 else size
@@ -167,15 +186,7 @@ class Input:
         if 0 <= want <= len(buf) - pos:
             self._pos = pos + want
             return buf[pos : pos + want]
-        parts = self._rest()
-        have = len(buf) - pos
-        while want < 0 or have < want:
-            chunk = self._next()
-            if not chunk:
-                break
-            parts.append(chunk)
-            have += len(chunk)
-        return self._take(parts, want) if parts else self._take([b""], -1)
+        return self._collect(want, False)
 
     def readline(self, size: Optional[int] = -1) -> bytes:
         limit = -1 if size is None or size < 0 else size
@@ -186,18 +197,7 @@ class Input:
             end = nl + 1 if nl >= 0 else stop
             self._pos = end
             return buf[pos:end]
-        parts = self._rest()
-        have = len(buf) - pos
-        while True:
-            chunk = self._next()
-            if not chunk:
-                return self._take(parts, -1) if parts else self._take([b""], -1)
-            parts.append(chunk)
-            nl = chunk.find(b"\n")
-            if nl >= 0 or 0 <= limit <= have + len(chunk):
-                end = have + nl + 1 if nl >= 0 else have + len(chunk)
-                return self._take(parts, end if limit < 0 else min(end, limit))
-            have += len(chunk)
+        return self._collect(limit, True)
 
     def readlines(self, hint: Optional[int] = -1) -> List[bytes]:
         lines: List[bytes] = []
