@@ -148,12 +148,16 @@ def httptools_parse(data: bytes) -> Parsed:
 def framing_view(record: Record) -> Record:
     """What must agree between two parsers for them to frame a request the same way: the
     record without the differences of meaning every parser is free in and that cannot move a
-    message boundary. The version is HTTP/1.x read as 1.1 for x > 1 (RFC 9110 2.5), and a
-    Transfer-Encoding value's case is not significant (RFC 9112 7)."""
+    message boundary. The version is HTTP/1.x read as 1.1 for x > 1 (RFC 9110 2.5), a
+    Transfer-Encoding value's case is not significant (RFC 9112 7), and a trailer field
+    repeated with the same value counts once (h11 merges a repeated Content-Length; trailers
+    never frame anything)."""
     version = str(record["http_version"])
     headers = [[n, v.lower() if n == "transfer-encoding" else v]
                for n, v in record["headers"]]  # type: ignore[attr-defined]
-    return {**record, "http_version": "1.0" if version == "1.0" else "1.1", "headers": headers}
+    trailers = list(dict.fromkeys(tuple(t) for t in record["trailers"]))  # type: ignore[attr-defined]
+    return {**record, "http_version": "1.0" if version == "1.0" else "1.1", "headers": headers,
+            "trailers": trailers}
 
 
 def first_framing_difference(ours: List[Record], theirs: List[Record]) -> Optional[Tuple[Record, Record]]:
