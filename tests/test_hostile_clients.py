@@ -27,7 +27,7 @@ import struct
 import subprocess
 import threading
 import time
-from typing import Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional
 
 import pytest
 
