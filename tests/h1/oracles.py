@@ -153,11 +153,14 @@ def framing_view(record: Record) -> Record:
     repeated with the same value counts once (h11 merges a repeated Content-Length; trailers
     never frame anything)."""
     version = str(record["http_version"])
-    headers = [[n, v.lower() if n == "transfer-encoding" else v]
-               for n, v in record["headers"]]  # type: ignore[attr-defined]
-    trailers = list(dict.fromkeys(tuple(t) for t in record["trailers"]))  # type: ignore[attr-defined]
+    headers = _fields(record["headers"])  # type: ignore[arg-type]
+    trailers = list(dict.fromkeys(map(tuple, _fields(record["trailers"]))))  # type: ignore[arg-type]
     return {**record, "http_version": "1.0" if version == "1.0" else "1.1", "headers": headers,
             "trailers": trailers}
+
+
+def _fields(fields: List[List[str]]) -> List[List[str]]:
+    return [[n, v.lower() if n == "transfer-encoding" else v] for n, v in fields]
 
 
 def first_framing_difference(ours: List[Record], theirs: List[Record]) -> Optional[Tuple[Record, Record]]:
