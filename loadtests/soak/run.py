@@ -261,12 +261,13 @@ def main(argv: List[str]) -> int:
     for proc in procs:
         proc.join(30)
     wrk_summary = stop_wrk(wrk)
+    counters = server_counters(address)
     server.send_signal(signal.SIGINT)
     server_code = server.wait(30)
     with open(log_path) as log:
         tracebacks = log.read().count("Traceback")
     return report(args, argv, samples, outcomes, wrk_summary, (server_code, tracebacks),
-                  time.time() - started)
+                  time.time() - started, counters)
 
 
 def watch(server: subprocess.Popen, procs: List[multiprocessing.Process], done: "multiprocessing.Array",
@@ -285,6 +286,19 @@ def watch(server: subprocess.Popen, procs: List[multiprocessing.Process], done: 
     rss, fds = sample(server.pid)
     samples.append((time.time() - started, sum(done), rss, fds))
     return samples
+
+
+def server_counters(address: Tuple[str, int]) -> str:
+    """The server's own counters (GET /stats), to set against the clients' count."""
+    conn = Connection(address)
+    try:
+        status, _, body = conn.exchange(_get(b"/stats"))
+    finally:
+        conn.close()
+    stats = json.loads(body)
+    return (f"requests {stats['requests_total']:,} (this /stats one included), responses "
+            f"{stats['responses']}, aborted {stats['responses_aborted']}, connections "
+            f"{stats['connections_total']:,}, protocol errors {stats['protocol_errors']}")
 
 
 def start_wrk(args: argparse.Namespace, address: Tuple[str, int]) -> Optional[subprocess.Popen]:
@@ -306,7 +320,8 @@ def stop_wrk(wrk: Optional[subprocess.Popen]) -> str:
 
 
 def report(args: argparse.Namespace, argv: List[str], samples: List[Tuple[float, int, int, int]],
-           outcomes: List[tuple], wrk: str, server: Tuple[int, int], elapsed: float) -> int:
+           outcomes: List[tuple], wrk: str, server: Tuple[int, int], elapsed: float,
+           counters: str) -> int:
     counts = {kind: sum(o[0][kind] for o in outcomes) for kind in KINDS}
     errors = sum(o[2] for o in outcomes)
     total = sum(counts.values())
@@ -325,7 +340,8 @@ def report(args: argparse.Namespace, argv: List[str], samples: List[Tuple[float,
         f"RSS growth after {args.warmup:.0f} s of warm-up: {rss_growth:+.1f}% "
         f"(limit {args.max_growth}%); fds: {fds_growth:+.1f}%.",
         f"Server pinned to CPU {args.server_cpu}, {args.clients} client processes on CPU "
-        f"{args.client_cpu} (None: not pinned). Python {sys.version.split()[0]}.", "",
+        f"{args.client_cpu} (None: not pinned). Python {sys.version.split()[0]}.",
+        f"The server counted: {counters}.", "",
         "| kind | requests |", "|---|---:|",
         *[f"| {kind} | {counts[kind]:,} |" for kind in KINDS], "",
     ]
@@ -343,13 +359,11 @@ def report(args: argparse.Namespace, argv: List[str], samples: List[Tuple[float,
 
 
 def curve(samples: List[Tuple[float, int, int, int]]) -> List[str]:
-    """The sampled curve: a table, and RSS as a bar per sample."""
-    low = min(s[2] for s in samples)
+    """The sampled curve: a table, with RSS as a bar (full width: the highest sample)."""
     high = max(s[2] for s in samples)
-    lines = ["| t (s) | requests | RSS (MiB) | fds | RSS |", "|---:|---:|---:|---:|---|"]
+    lines = ["| t (s) | requests | RSS (MiB) | fds | RSS, 0 to the highest |", "|---:|---:|---:|---:|---|"]
     for t, n, rss, fds in samples:
-        bar = "#" * (1 + int(39 * (rss - low) / (high - low))) if high > low else "#"
-        lines.append(f"| {t:.0f} | {n:,} | {rss / 2**20:.1f} | {fds} | `{bar}` |")
+        lines.append(f"| {t:.0f} | {n:,} | {rss / 2**20:.1f} | {fds} | `{'#' * round(40 * rss / high)}` |")
     return lines
 
 
