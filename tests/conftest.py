@@ -144,6 +144,23 @@ class Reader:
             return False
 
 
+def responses(raw: bytes, strict: bool = False) -> List[RawResponse]:
+    """Every whole response in ``raw`` (what one connection received before EOF). ``strict``:
+    anything that is not a whole, well-framed response raises instead of ending the list."""
+    reader = Reader(None)  # type: ignore[arg-type]
+    reader.buf = raw
+    reader._fill = lambda: False  # type: ignore[method-assign]
+    found = []
+    while reader.buf:
+        try:
+            found.append(reader.read_response())
+        except (EOFError, AssertionError, ValueError):
+            if strict:
+                raise
+            break
+    return found
+
+
 def request(server: RunningServer, raw: bytes, head_request: bool = False) -> RawResponse:
     """Send raw bytes on a new connection and read one response."""
     with connect(server) as sock:

@@ -20,7 +20,7 @@ from typing import Dict, List
 
 import pytest
 
-from conftest import RawResponse, Reader, wait_until
+from conftest import Reader, responses, wait_until
 from greenserve import Server
 from greenserve.hub import get_hub
 
@@ -45,20 +45,6 @@ def app(environ, start_response):
         body = [b"hello"]
     start_response("200 OK", [("Content-Type", "text/plain")])
     return body
-
-
-def responses(raw: bytes) -> List[RawResponse]:
-    """Every whole response in ``raw`` (what one connection received before EOF)."""
-    reader = Reader(None)  # type: ignore[arg-type]
-    reader.buf = raw
-    reader._fill = lambda: False  # type: ignore[method-assign]
-    found = []
-    while reader.buf:
-        try:
-            found.append(reader.read_response())
-        except (EOFError, AssertionError, ValueError):
-            break
-    return found
 
 
 def read_until_eof(socks: List[socket.socket], deadline: float) -> Dict[int, bytes]:

@@ -31,7 +31,7 @@ from typing import Callable, Dict, Iterator, List, Optional
 
 import pytest
 
-from conftest import Proc, Reader
+from conftest import ROOT, Proc, Reader, responses
 
 P99_BOUND = 0.5  # seconds, for the normal client during an attack
 MEMORY_BASE = 24 << 20  # bytes of RSS growth allowed whatever the attack
@@ -513,4 +513,49 @@ def test_an_http2_client_on_the_plain_port_gets_505(target):
              f"http://{server.host}:{server.port}/"], capture_output=True, text=True, timeout=30)
         assert curl.returncode != 0 and "Hello" not in curl.stdout
     probe.check(100, per_connection=32 << 10)
+    assert_recovered(server)
+
+
+# -- mutated requests over real sockets ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("count", [300, pytest.param(20000, marks=[pytest.mark.slow,
+                                                                     pytest.mark.timeout(900)])])
+def test_mutated_requests_over_real_sockets_never_break_the_server(target, count):
+    """The parser corpus, mutated (tests/h1/strategies.py) and cut into random TCP writes, on
+    a connection each: whatever comes back is a run of whole, well-framed responses and then
+    EOF, the server logs no traceback, and the normal client is served throughout."""
+    import random
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from h1.strategies import SNIPPETS, mutate
+
+    # Responses to HEAD carry no body the reader could find without the request: no HEAD here.
+    seeds = [p for p in sorted((ROOT / "tests" / "h1" / "corpus").glob("*/*.http"))
+             if b"HEAD" not in p.read_bytes()]
+    rng = random.Random(count)
+    server = target()
+    with Probe(server) as probe:
+        for n in rounds(1.0, count):
+            data = mutate(rng.choice(seeds).read_bytes(),
+                          [("insert", rng.randrange(10**6), rng.choice(SNIPPETS)),
+                           (rng.choice(["repeat", "delete", "replace", "case"]),
+                            rng.randrange(10**6), rng.randrange(256))])
+            with server.connect(timeout=5) as sock:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                cuts = sorted(rng.sample(range(1, len(data)), max(0, min(4, len(data) - 1))))
+                for a, b in zip([0, *cuts], [*cuts, len(data)]):
+                    try:
+                        sock.sendall(data[a:b])
+                    except OSError:  # the server answered an error and closed already
+                        break
+                try:
+                    sock.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
+                reader = Reader(sock)
+                assert reader.at_eof(timeout=5), data
+                assert responses(reader.buf, strict=True) or reader.buf == b"", (data, reader.buf[:300])
+    probe.check(1, per_connection=0)
     assert_recovered(server)
