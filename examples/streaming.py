@@ -3,12 +3,13 @@
     greenserve examples.streaming:app
     curl -N http://127.0.0.1:8000/?count=5&delay=0.2
 
-Each pause goes through the hub (``Hub.sleep``), so other requests keep being served.
+Each pause is ``greenserve.sleep``: it goes through the hub, so other requests keep being
+served meanwhile.
 """
 
 from urllib.parse import parse_qs
 
-from greenserve.hub import get_hub
+import greenserve
 
 
 def app(environ, start_response):
@@ -24,8 +25,7 @@ def app(environ, start_response):
 
 
 def _lines(count, delay):
-    hub = get_hub()
     for i in range(1, count + 1):
         yield f"line {i} of {count}\n".encode()
         if i < count:
-            hub.sleep(delay)
+            greenserve.sleep(delay)

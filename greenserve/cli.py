@@ -1,8 +1,9 @@
 """The command line: ``greenserve [options] module:app``.
 
-Every option flag and ``GREENSERVE_*`` environment variable is generated from ``Config``;
-precedence is flag > environment > default. Any bad flag, value or app prints one line naming
-it and exits with status 2.
+Every option flag, ``GREENSERVE_*`` environment variable and config file key is generated from
+``Config``; precedence is flag > environment > config file (``--config``) > default. Any bad
+flag, value, key or app prints one line naming it and exits with status 2. ``--print-config``
+shows the merged result as TOML; ``--check-config`` checks it (and imports the app, if named).
 """
 
 from __future__ import annotations
@@ -13,13 +14,15 @@ import importlib
 import logging
 import os
 import sys
-from typing import Any, Callable, Dict, List, Mapping, NoReturn, Optional, Sequence
+from typing import Any, Callable, Dict, Mapping, NoReturn, Optional, Sequence, Tuple
 
+from . import patch
 from ._version import __version__
-from .config import ENV_PREFIX, Config, env_name, flag_name
+from .config import ENV_PREFIX, Config, Setting, env_name, flag_name
+from .configfile import read_config_file, render_toml
 from .errors import AppImportError, ConfigError
-from .server import Server
-from .signals import install_stop_handlers
+from .logs import configure_logging
+from .supervisor import run
 
 log = logging.getLogger("greenserve.error")
 
@@ -34,18 +37,27 @@ def build_parser() -> argparse.ArgumentParser:
         prog="greenserve",
         description="Serve a WSGI application with greenserve.",
         epilog="Every option can also be set as an environment variable, e.g. "
-        "GREENSERVE_MAX_BODY_SIZE=10M. Flags win over the environment.",
+        "GREENSERVE_MAX_BODY_SIZE=10M, or as a key of the --config file, e.g. "
+        "max_body_size = \"10M\". Flags win over the environment, which wins over the file.",
     )
-    parser.add_argument("app", metavar="MODULE:APP",
+    parser.add_argument("app", metavar="MODULE:APP", nargs="?",
                         help="the WSGI app, e.g. myproject.wsgi:application, or "
                         "module:create_app() for a factory")
     parser.add_argument("--version", action="version", version=f"greenserve {__version__}")
+    parser.add_argument("--config", metavar="FILE", dest="config_file",
+                        help="a TOML file of options (keys as in --print-config)")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the merged configuration as TOML, each value with its "
+                        "origin, and exit")
+    parser.add_argument("--check-config", action="store_true",
+                        help="check the configuration (and import the app, if given) and exit")
     for f in dataclasses.fields(Config):
         meta = f.metadata
-        text = f"{meta['help']} (default: {_show_default(f.default)}; env {env_name(f.name)})"
+        shown = _show_default(meta["show"](f.default) if f.type != "bool" else f.default)
+        text = f"{meta['help']} (default: {shown}; env {env_name(f.name)})"
         if f.type == "bool":
-            parser.add_argument(flag_name(f.name), dest=f.name, action="store_const",
-                                const="true", default=None, help=text)
+            parser.add_argument(flag_name(f.name), dest=f.name,
+                                action=argparse.BooleanOptionalAction, default=None, help=text)
             continue
         parser.add_argument(
             flag_name(f.name), dest=f.name, metavar=meta["metavar"], default=None,
@@ -61,24 +73,34 @@ def _show_default(value: Any) -> str:
 
 
 def config_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Config:
-    """Merge environment and flags into a Config. Raises ConfigError naming the source."""
+    """Merge config file, environment and flags into a Config. Raises ConfigError naming the
+    source."""
+    return config_and_origins(args, environ)[0]
+
+
+def config_and_origins(args: argparse.Namespace, environ: Mapping[str, str]
+                       ) -> Tuple[Config, Dict[str, str]]:
+    """The Config, and where each value that is not a default came from."""
     names = {f.name for f in dataclasses.fields(Config)}
-    values: Dict[str, str] = {}
-    origins: Dict[str, str] = {}
+    from_file = read_config_file(args.config_file) if args.config_file else {}
+    from_env: Dict[str, Setting] = {}
     for key, text in environ.items():
         if not key.startswith(ENV_PREFIX):
             continue
         name = key[len(ENV_PREFIX):].lower()
         if name not in names:
             raise ConfigError(key, "unknown setting")
-        values[name], origins[name] = text, key
+        from_env[name] = (text, key)
+    from_flags: Dict[str, Setting] = {}
     for name in names:
         given = getattr(args, name)
-        if given is None:
-            continue
-        values[name] = ",".join(given) if isinstance(given, list) else given
-        origins[name] = flag_name(name)
-    return Config.from_strings(values, origins)
+        if given is not None:
+            flag = flag_name(name) if given is not False else "--no-" + flag_name(name)[2:]
+            from_flags[name] = (",".join(given) if isinstance(given, list) else given, flag)
+    config = Config.from_layers(from_file, from_env, from_flags)
+    origins = {name: origin for layer in (from_file, from_env, from_flags)
+               for name, (_, origin) in layer.items()}
+    return config, origins
 
 
 def load_app(spec: str) -> Callable[..., Any]:
@@ -119,16 +141,6 @@ def load_app(spec: str) -> Callable[..., Any]:
     return obj  # type: ignore[no-any-return]
 
 
-def setup_logging(level: str) -> None:
-    root = logging.getLogger("greenserve")
-    if not root.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter(
-            "[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s", "%Y-%m-%d %H:%M:%S %z"))
-        root.addHandler(handler)
-    root.setLevel(level.upper())
-
-
 def _fail(message: str) -> int:
     sys.stderr.write(f"greenserve: error: {message}\n")
     return 2
@@ -136,27 +148,31 @@ def _fail(message: str) -> int:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the server from the command line. Returns the exit status."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
-        config = config_from(args, os.environ)
+        config, origins = config_and_origins(args, os.environ)
     except ConfigError as exc:
         return _fail(str(exc))
-    setup_logging(config.log_level)
+    if args.print_config:
+        sys.stdout.write(render_toml(config, origins))
+        return 0
+    if args.app is None and not args.check_config:
+        parser.error("the WSGI app is missing: greenserve [options] MODULE:APP")
     try:
-        app = load_app(args.app)
-    except AppImportError as exc:
-        log.debug("app import failed", exc_info=True)
-        return _fail(str(exc))
-    server = Server(app, config)
-    try:
-        server.start()
+        configure_logging(config.log_level, config.log_config)
     except ConfigError as exc:
         return _fail(str(exc))
-    for url in server.urls:
-        log.info("greenserve %s listening on %s (app %s)", __version__, url, args.app)
-    with install_stop_handlers(server):
-        server.serve_forever()
-    log.info("greenserve stopped")
-    return 0
-
-
+    if config.patch:
+        patch.apply()  # before the app and the libraries it imports bind the blocking originals
+    spec: str = args.app or ""
+    try:
+        if args.check_config:
+            if spec:
+                load_app(spec)
+            sys.stdout.write("greenserve: the configuration is valid\n")
+            return 0
+        return run(config, lambda: load_app(spec), spec)
+    except (ConfigError, AppImportError) as exc:
+        log.debug("startup failed", exc_info=True)
+        return _fail(str(exc))

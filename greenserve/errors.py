@@ -60,3 +60,12 @@ class LocalProtocolError(ProtocolError):
 
 class Cancelled(BaseException):
     """Thrown into a greenlet by the hub to cancel it (graceful-stop deadline, request timeout)."""
+
+
+class RequestTimedOut(Cancelled):
+    """Thrown into a request's greenlet when it outlives ``request_timeout``: 504, or the
+    connection is closed if the response had started."""
+
+
+class TaskKilled(GreenserveError):
+    """Raised by ``join()`` of a task that was killed before it finished."""

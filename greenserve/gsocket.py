@@ -12,14 +12,50 @@ from __future__ import annotations
 import errno
 import os
 import socket
+import sys
+import _socket
 from typing import Any, BinaryIO, List, Optional, Sequence, Tuple, Union
 
 from .hub import Hub, get_hub
+from .threadpool import getaddrinfo
 
 Buffer = Union[bytes, bytearray, memoryview]
 YIELD_EVERY = 1 << 20
 _SENDFILE_BLOCK = 1 << 20
 _IOV_MAX = min(os.sysconf("SC_IOV_MAX"), 1024) if hasattr(os, "sysconf") else 1024
+
+
+def _literal_address(address: Tuple[Any, ...], family: int) -> List[Tuple[Any, ...]]:
+    """The getaddrinfo answer for an IP literal, made without calling it (its Python wrapper
+    turns every field into an enum: the cost of a whole request to an upstream). Returns []
+    for anything else (a name, a port that is not a plain int)."""
+    host, port = address[0], address[1]
+    if type(host) is not str or type(port) is not int:
+        return []
+    for candidate, sockaddr in ((socket.AF_INET, (host, port)),
+                                (socket.AF_INET6, (host, port, 0, 0))):
+        if family in (candidate, socket.AF_UNSPEC):
+            try:
+                socket.inet_pton(candidate, host)
+            except OSError:
+                continue
+            return [(candidate, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", sockaddr)]
+    return []
+
+
+# The C methods of the socket type, called with the socket as first argument: an attribute
+# lookup on a ``socket.socket`` instance goes through a slow generic hook (the Python subclass
+# of a C type that defines __getattribute__), a cost paid on every recv and send otherwise.
+# Subclasses that override these (TLS) call their own methods instead.
+_recv = _socket.socket.recv
+_recv_into = _socket.socket.recv_into
+_send = _socket.socket.send
+_sendmsg = _socket.socket.sendmsg
+_connect_ex = _socket.socket.connect_ex
+_getsockopt = _socket.socket.getsockopt
+_setblocking = _socket.socket.setblocking
+_fileno = _socket.socket.fileno
+_SOL_SOCKET, _SO_ERROR = int(socket.SOL_SOCKET), int(socket.SO_ERROR)
 
 
 class GreenSocket:
@@ -28,9 +64,15 @@ class GreenSocket:
     __slots__ = ("sock", "fd", "hub", "_unyielded", "__weakref__")
 
     def __init__(self, sock: socket.socket, hub: Optional[Hub] = None) -> None:
-        sock.setblocking(False)
+        """Take over ``sock`` (made non-blocking). Raises TypeError for an ssl.SSLSocket: the
+        C socket methods this class calls would bypass its encryption (tls.GreenSSLSocket is
+        the TLS variant)."""
+        ssl = sys.modules.get("ssl")  # not imported: no SSLSocket can exist
+        if ssl is not None and isinstance(sock, ssl.SSLSocket):
+            raise TypeError("GreenSocket needs a plain socket, not an SSLSocket")
+        _setblocking(sock, False)
         self.sock = sock
-        self.fd = sock.fileno()
+        self.fd = _fileno(sock)
         self.hub = hub if hub is not None else get_hub()
         self._unyielded = 0  # bytes moved since this socket last let others run
 
@@ -55,16 +97,42 @@ class GreenSocket:
         cls, address: Tuple[Any, ...], timeout: Optional[float] = None,
         family: int = socket.AF_INET, hub: Optional[Hub] = None,
     ) -> "GreenSocket":
-        """Open a TCP connection (numeric address). May switch. Raises OSError, TimeoutError."""
+        """Open a TCP connection to (host, port) over ``family`` (AF_UNSPEC: any). A host name
+        is resolved in a pool thread (``run_in_thread``) and each of its addresses is tried in
+        turn; ``timeout`` bounds the whole. May switch. Raises OSError (the last address's
+        error), TimeoutError, socket.gaierror."""
+        hub = hub if hub is not None else get_hub()
+        deadline = None if timeout is None else hub.time() + timeout
+        infos = (_literal_address(address, family)
+                 or getaddrinfo(address[0], address[1], family, socket.SOCK_STREAM))
+        error: Optional[OSError] = None
+        for info_family, _, _, _, sockaddr in infos:
+            try:
+                return cls._connect_to(info_family, sockaddr, deadline, hub)
+            except OSError as exc:  # TimeoutError included: try the next address
+                error = exc
+        raise error or OSError(f"no address to connect to for {address[0]!r}")
+
+    @classmethod
+    def create_connection(
+        cls, address: Tuple[Any, ...], timeout: Optional[float] = None, hub: Optional[Hub] = None,
+    ) -> "GreenSocket":
+        """Like socket.create_connection: IPv4 or IPv6, whichever the name resolves to.
+        May switch. Raises as ``connect``."""
+        return cls.connect(address, timeout, socket.AF_UNSPEC, hub)
+
+    @classmethod
+    def _connect_to(
+        cls, family: int, sockaddr: Tuple[Any, ...], deadline: Optional[float], hub: Hub,
+    ) -> "GreenSocket":
         gs = cls(socket.socket(family, socket.SOCK_STREAM), hub)
-        deadline = None if timeout is None else gs.hub.time() + timeout
         try:
-            err = gs.sock.connect_ex(address)
+            err = _connect_ex(gs.sock, sockaddr)
             if err not in (0, errno.EINPROGRESS):
                 raise OSError(err, os.strerror(err))
             if err:
                 gs.hub.wait_writable(gs.fd, deadline)
-                err = gs.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                err = _getsockopt(gs.sock, _SOL_SOCKET, _SO_ERROR)
                 if err:
                     raise OSError(err, os.strerror(err))
         except BaseException:
@@ -79,7 +147,7 @@ class GreenSocket:
         """Receive up to ``size`` bytes; b"" at EOF. May switch. Raises TimeoutError, OSError."""
         while True:
             try:
-                data = self.sock.recv(size)
+                data = _recv(self.sock, size)
             except BlockingIOError:
                 self._wait_readable(deadline)
                 continue
@@ -91,7 +159,7 @@ class GreenSocket:
         """Receive into ``buffer``; 0 at EOF. May switch. Raises TimeoutError, OSError."""
         while True:
             try:
-                n = self.sock.recv_into(buffer, size)
+                n = _recv_into(self.sock, buffer, size)
             except BlockingIOError:
                 self._wait_readable(deadline)
                 continue
@@ -101,7 +169,7 @@ class GreenSocket:
     def recv_nowait(self, size: int) -> Optional[bytes]:
         """Receive what is there without waiting: None if nothing is, b"" at EOF."""
         try:
-            return self.sock.recv(size)
+            return _recv(self.sock, size)
         except BlockingIOError:
             return None
 
@@ -109,7 +177,7 @@ class GreenSocket:
         """Send some of ``data``; returns how much. May switch."""
         while True:
             try:
-                return self.sock.send(data)
+                return _send(self.sock, data)
             except BlockingIOError:
                 self.hub.wait_writable(self.fd, deadline)
 
@@ -117,7 +185,7 @@ class GreenSocket:
         """Send all of ``data``. ``timeout`` bounds each wait for progress. May switch.
         Raises TimeoutError, BrokenPipeError, ConnectionResetError."""
         try:
-            sent = self.sock.send(data)
+            sent = _send(self.sock, data)
         except BlockingIOError:
             sent = 0
         if sent == len(data):
@@ -127,7 +195,7 @@ class GreenSocket:
         view = memoryview(data)[sent:]
         while view:
             try:
-                n = self.sock.send(view)
+                n = _send(self.sock, view)
             except BlockingIOError:
                 self._wait_writable(timeout)
                 continue
@@ -139,7 +207,7 @@ class GreenSocket:
         views: List[memoryview] = [memoryview(p) for p in parts if len(p)]
         while views:
             try:
-                n = self.sock.sendmsg(views[:_IOV_MAX])
+                n = _sendmsg(self.sock, views[:_IOV_MAX])
             except BlockingIOError:
                 self._wait_writable(timeout)
                 continue

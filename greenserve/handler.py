@@ -20,14 +20,17 @@ import socket
 import stat
 import time
 from email.utils import formatdate
-from typing import TYPE_CHECKING, Any, Dict, Iterable, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Iterable, Optional, Sequence, Tuple
 
 from . import h1
 from .errors import (
     Cancelled, ClientDisconnected, ClientError, LocalProtocolError, RemoteProtocolError,
+    RequestTimedOut,
 )
 from .gsocket import GreenSocket
-from .wsgi import FileWrapper, Input, Response, request_environ, single_body
+from .guards import arm_deadline, peer_gone
+from .proxy import PROXY_KEYS
+from .wsgi import EMPTY_INPUT, FileWrapper, Input, Response, request_environ, whole_body
 
 if TYPE_CHECKING:
     from .server import Server
@@ -38,8 +41,8 @@ _SMALL = 16384  # pieces up to this size are joined with the head into one send
 _REASONS = {
     400: "Bad Request", 408: "Request Timeout", 413: "Content Too Large", 414: "URI Too Long",
     417: "Expectation Failed", 431: "Request Header Fields Too Large", 500:
-    "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable", 505:
-    "HTTP Version Not Supported",
+    "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable", 504:
+    "Gateway Timeout", 505: "HTTP Version Not Supported",
 }
 _GONE = 0  # client_error status meaning "nothing can be sent any more"
 # Fairness for bodies of tiny chunks: parsing costs per chunk (~2.5 us), not per byte, so a
@@ -49,21 +52,26 @@ _TINY_PIECES_PER_TURN = 2048
 
 
 class DateCache:
-    """The Date and Server header lines, rebuilt at most once a second."""
+    """The Date and Server header lines. ``lines`` is an attribute, so reading it costs nothing
+    per response; the server calls ``refresh`` from a hub timer at every new second
+    (RFC 9110 6.6.1 asks for the best available approximation of the time)."""
 
-    __slots__ = ("_second", "_lines", "_server")
+    __slots__ = ("_second", "lines", "_server")
 
     def __init__(self, server_header: bytes) -> None:
         self._second = -1
-        self._lines = b""
+        self.lines = b""
         self._server = server_header
+        self.refresh()
 
-    def lines(self) -> bytes:
-        now = int(time.time())
-        if now != self._second:
-            self._second = now
-            self._lines = b"Date: %s\r\n%s" % (formatdate(now, usegmt=True).encode(), self._server)
-        return self._lines
+    def refresh(self) -> float:
+        """Rebuild the lines if the second changed. Returns seconds until the next second."""
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self.lines = b"Date: %s\r\n%s" % (formatdate(second, usegmt=True).encode(), self._server)
+        return 1.0 - (now - second)
 
 
 class Connection:
@@ -71,8 +79,8 @@ class Connection:
 
     __slots__ = (
         "server", "gsock", "h1", "base_env", "peer", "glet", "active", "started",
-        "response", "client_error", "body_sent", "closed", "body_started", "body_received",
-        "tiny_pieces",
+        "response", "client_error", "body_sent", "closed", "deadline", "body_started",
+        "body_received", "tiny_pieces",
     )
 
     def __init__(
@@ -91,7 +99,8 @@ class Connection:
         self.client_error: Optional[int] = None
         self.body_sent = 0
         self.closed = False
-        self.body_started = 0.0  # when the app first waited for body bytes (0: not yet)
+        self.deadline = 0.0  # while idle: when the idle connection is closed
+        self.body_started = 0.0  # when this body's first wait for bytes began (0: not yet)
         self.body_received = 0
         self.tiny_pieces = 0
 
@@ -105,9 +114,7 @@ class Connection:
 
     def _on_readable(self) -> None:
         server = self.server
-        server.idle_untrack(self)
-        if not self.h1.buffered:
-            self.started = server.hub.time()
+        self.started = server.hub.time()
         self.active = True
         self.glet = server.hub.start_now(self.serve)
 
@@ -129,8 +136,9 @@ class Connection:
         """Answer requests until the connection goes idle or closes. Runs in its own greenlet."""
         try:
             if self._serve_requests():
+                server = self.server
+                self.deadline = server.hub.time() + server.config.keepalive_timeout
                 self.watch()
-                self.server.idle_track(self, kept=True)
                 return
         except Cancelled:
             self.close()
@@ -143,8 +151,9 @@ class Connection:
         """Returns True to keep the connection idle, False to close it."""
         conn = self.h1
         server = self.server
-        if not conn.buffered and not self._receive_head_bytes():
-            return False  # woken because bytes are there: read them before parsing nothing
+        # Woken because bytes are there (an idle connection holds no buffered bytes).
+        if not self._receive_head_bytes():
+            return False
         while True:
             try:
                 event = conn.next_event()
@@ -165,6 +174,7 @@ class Connection:
                 return True
             # A pipelined request is waiting: let the other connections have a turn first.
             server.hub.yield_now()
+            server.hub.new_context()
             self.started = server.hub.time()
 
     def _receive_head_bytes(self) -> bool:
@@ -183,31 +193,59 @@ class Connection:
     def _handle(self, request: h1.Request) -> bool:
         """Run the app for one request. Returns whether the connection may be kept."""
         server = self.server
-        server.hub.new_context()
+        conn = self.h1
         response = self.response = Response(self._emit)
         self.client_error = None
         self.body_sent = 0
-        self.body_started = 0.0
-        environ = request_environ(self.base_env, self.peer, request, Input(self._read_chunk))
+        environ = request_environ(self.base_env, self.peer, request,
+                                  Input(self._read_chunk) if conn.body_pending else EMPTY_INPUT)
+        environ["greenserve.client_disconnected"] = self.client_disconnected
+        if not environ.keys().isdisjoint(PROXY_KEYS):
+            server.proxies.apply(environ, self.peer)  # applied if trusted, else removed
         server.request_started()
         result: Optional[Iterable[bytes]] = None
+        timeout = server.config.request_timeout
+        deadline = arm_deadline(server.hub, timeout) if timeout else None
         try:
             try:
                 result = server.app(environ, response.start_response)
-                self._send_result(response, result)
+                if (
+                    type(result) is list and len(result) == 1 and type(result[0]) is bytes
+                    and len(result[0]) <= _SMALL and not response.headers_sent
+                ):
+                    # The common case: head, body and end in one buffer and one send.
+                    body = result[0]
+                    close = self._must_close(response)
+                    response.headers_sent = True
+                    self.body_sent = len(body)
+                    self._send(conn.send_whole(
+                        response.status, response.reason, response.headers,
+                        server.dates.lines, body, close=close))
+                else:
+                    self._send_result(response, result)
             finally:
-                if result is not None and hasattr(result, "close"):
+                if result is not None and type(result) is not list and hasattr(result, "close"):
                     self._close_result(result)
+                if deadline is not None:
+                    deadline.cancel()
         except BaseException as exc:  # noqa: B902 - every outcome is decided in _fail
-            server.request_finished(self, request, self._fail(exc, response))
+            server.request_finished(self, request, self._fail(exc, response), environ)
             if isinstance(exc, Cancelled):
                 raise
             return False
-        server.request_finished(self, request, response.status)
-        if self.h1.response_overflowed:
+        server.request_finished(self, request, response.status, environ)
+        if conn.response_overflowed:
             log.error("app sent more body than its Content-Length; the surplus was dropped")
             return False
-        return self.h1.keep_alive and self._drain_body()
+        return conn.keep_alive and (not conn.body_pending or self._drain_body())
+
+    def client_disconnected(self) -> bool:
+        """``environ['greenserve.client_disconnected']()``: True once the client has closed or
+        reset the connection (see guards.peer_gone). Advice only: an answer the app still
+        sends goes out if it can (a half-closed client reads it). Never switches."""
+        if self.closed or self.client_error == _GONE:
+            return True
+        return peer_gone(self.gsock.sock, bool(self.h1.buffered))
 
     def _close_result(self, result: Any) -> None:
         try:
@@ -237,6 +275,7 @@ class Connection:
                     self._tiny_piece()
                 return data
             if event is not h1.NEED_DATA:
+                self.body_started = 0.0  # the body is over: the next one starts its own clock
                 return b""
             try:
                 data = self.gsock.recv(RECV_SIZE, self._body_deadline())
@@ -296,22 +335,28 @@ class Connection:
 
     # -- response -----------------------------------------------------------------------------
 
-    def _start_head(self, response: Response, length_hint: Optional[int]) -> bytes:
+    def _must_close(self, response: Response) -> bool:
+        """Check the response may start; returns whether the connection must close after it.
+        Raises ClientError (the request failed) or LocalProtocolError (no start_response)."""
         if self.client_error is not None:
             raise ClientError("the request failed; the app's response is not sent")
         if not response.status:
             raise LocalProtocolError("the app sent a body before calling start_response", 500)
         conn = self.h1
-        close = self.server.draining
-        if conn.body_pending and not close:
+        if self.server.draining:
+            return True
+        if conn.body_pending:
             remaining = conn.body_remaining
-            close = remaining is not None and remaining > self.server.config.max_drain_bytes
-        head = conn.send_response(
-            response.status, response.reason, response.headers, self.server.dates.lines(),
+            return remaining is not None and remaining > self.server.config.max_drain_bytes
+        return False
+
+    def _start_head(self, response: Response, length_hint: Optional[int]) -> bytes:
+        close = self._must_close(response)
+        response.headers_sent = True
+        return self.h1.send_head(
+            response.status, response.reason, response.headers, self.server.dates.lines,
             length_hint=length_hint, close=close,
         )
-        response.headers_sent = True
-        return head
 
     def _emit(self, data: bytes) -> None:
         """Send a body piece (PEP 3333: the head goes out with the first non-empty piece)."""
@@ -332,19 +377,32 @@ class Connection:
             raise LocalProtocolError("app sent more than its Content-Length", 500)
 
     def _send_result(self, response: Response, result: Iterable[bytes]) -> None:
-        body = single_body(result)
-        if body is not None and not response.headers_sent:
-            head = self._start_head(response, len(body))
-            payload = self.h1.send_data(body)
-            self.body_sent = len(payload)
-            self._send_parts((head, payload, self.h1.send_eom()))
+        pieces = whole_body(result)
+        if pieces is not None and not response.headers_sent:
+            # The whole body is known (a list or tuple of bytes): one Content-Length, and the
+            # pieces go out together with sendmsg, uncopied.
+            conn = self.h1
+            head = self._start_head(response, sum(map(len, pieces)))
+            parts = [head]
+            for piece in pieces:
+                payload = conn.send_data(piece)
+                self.body_sent += len(payload)
+                parts.append(payload)
+            parts.append(conn.send_eom())
+            self._send_parts(parts)
             return
         if type(result) is FileWrapper and not response.headers_sent and self._send_file(response, result):
             return
+        hub = self.server.hub
+        turns = hub.turns
         for piece in result:
             if type(piece) is not bytes:
                 raise LocalProtocolError(f"the app yielded {type(piece).__name__}, not bytes", 500)
+            if hub.turns != turns and self.client_disconnected():
+                # The app waited for this piece and the client left meanwhile: stop here.
+                raise ClientDisconnected("the client went away during a streamed response")
             self._emit(piece)
+            turns = hub.turns
         if not response.headers_sent:
             head = self._start_head(response, 0)
             self._send(head + self.h1.send_eom())
@@ -384,7 +442,7 @@ class Connection:
             except OSError as exc:
                 raise ClientDisconnected(f"client connection lost: {exc}") from None
 
-    def _send_parts(self, parts: Tuple[bytes, ...]) -> None:
+    def _send_parts(self, parts: Sequence[bytes]) -> None:
         if sum(map(len, parts)) <= _SMALL:
             self._send(b"".join(parts))
             return
@@ -405,6 +463,11 @@ class Connection:
         elif isinstance(exc, LocalProtocolError):
             log.error("the app broke the WSGI or HTTP rules: %s", exc)
             status = 500
+        elif isinstance(exc, RequestTimedOut):
+            # The app did not answer in time: 504 (RFC 9110 15.6.5), the server got no timely
+            # answer from what it stands in front of. 503 stays the answer of a stopping server.
+            log.warning("request cancelled: %s; it was waiting here:", exc, exc_info=exc)
+            status = 504
         elif isinstance(exc, Cancelled):
             status = 503
         else:  # any other exception, SystemExit and KeyboardInterrupt from the app included
@@ -415,7 +478,8 @@ class Connection:
                 log.error("response aborted after its head was sent")
             self.close()
             return 0
-        self._send_error(status, wait=not isinstance(exc, Cancelled))
+        stopping = isinstance(exc, Cancelled) and not isinstance(exc, RequestTimedOut)
+        self._send_error(status, wait=not stopping)
         return status
 
     def _reject(self, exc: RemoteProtocolError) -> None:
@@ -434,7 +498,7 @@ class Connection:
         head = conn.send_response(
             status, reason.encode(), [(b"Content-Type", b"text/plain; charset=utf-8"),
                                       (b"Content-Length", b"%d" % len(body))],
-            self.server.dates.lines(), close=True,
+            self.server.dates.lines, close=True,
         )
         payload = head + conn.send_data(body) + conn.send_eom()
         if not wait:

@@ -8,7 +8,8 @@ Strategy:
   only while the waiter is still waiting. A late or duplicate wake-up is a no-op.
 - Interest in an fd is lazy: after a wait the selector keeps the fd's READ interest, so a
   connection that waits for each request costs no epoll_ctl call per request. An event that finds
-  nobody waiting drops the interest then.
+  nobody waiting drops the interest then. A leftover WRITE interest is dropped as soon as the fd
+  is waited on for reading (one epoll_ctl turns "connected" into "waiting for the reply").
 - Other threads and signal handlers only append to a queue and write a byte to a socketpair.
 
 This is the only module that calls greenlet's switch, throw or getcurrent.
@@ -39,6 +40,8 @@ _PARK_TIMEOUT = object()
 
 _local = threading.local()
 MAX_IDLE_WORKERS = 256
+# Captured at import, before greenserve.patch can replace it: the loop needs the real one.
+_DefaultSelector = selectors.DefaultSelector
 
 
 class Wake(enum.Enum):
@@ -47,6 +50,11 @@ class Wake(enum.Enum):
     READY = "ready"
     TIMED_OUT = "timed-out"
     CLOSED = "closed"
+
+
+# Module-level names for the tokens: an attribute of an Enum class goes through
+# EnumType.__getattr__ (slow on Python 3.11), and these are used on every wait.
+READY, TIMED_OUT, CLOSED = Wake.READY, Wake.TIMED_OUT, Wake.CLOSED
 
 
 class _Waiter:
@@ -118,11 +126,26 @@ def current_hub() -> Optional["Hub"]:
     return getattr(_local, "hub", None)
 
 
+def waitable_hub() -> Optional["Hub"]:
+    """Return the hub running in this thread if the caller may wait on it (it runs in one of
+    the hub's task greenlets, not in the loop itself); else None, and a wait must block."""
+    hub: Optional[Hub] = getattr(_local, "hub", None)
+    if hub is None or getcurrent() is hub._loop:
+        return None
+    return hub
+
+
+def current_greenlet() -> greenlet:
+    """Return the greenlet running now, in any thread (a thread's own code runs in its main
+    greenlet)."""
+    return getcurrent()
+
+
 class Hub:
     """The event loop of one thread. Methods that may switch say so."""
 
     def __init__(self) -> None:
-        self.selector = selectors.DefaultSelector()
+        self.selector = _DefaultSelector()
         self.time = time.monotonic
         self._entries: Dict[int, _FdEntry] = {}
         self._timers: List[Timer] = []
@@ -139,6 +162,7 @@ class Hub:
         self._stopping = False
         self.turns = 0  # loop iterations; a watchdog can read it from another thread
         self.running: Optional[greenlet] = None  # the task greenlet being run, if any
+        self.switches = 0  # task greenlets started or resumed; a watchdog reads it with turns
 
     # -- running ----------------------------------------------------------------------------
 
@@ -186,7 +210,13 @@ class Hub:
                     self._set_mask(key.fd, entry, entry.mask & ~EVENT_READ)
                 else:
                     entry.reader = None
-                    self._resume(who)
+                    if type(who) is _Waiter:
+                        who.wake(READY)
+                    else:
+                        try:
+                            who()  # a one-shot watch callback
+                        except Exception:
+                            log.exception("error in a hub callback %r", who)
             if mask & EVENT_WRITE:
                 who = entry.writer
                 if who is None:
@@ -204,7 +234,7 @@ class Hub:
 
     def _resume(self, who: Any) -> None:
         if type(who) is _Waiter:
-            who.wake(Wake.READY)
+            who.wake(READY)
         else:
             self._call(who, ())
 
@@ -289,6 +319,7 @@ class Hub:
             worker = Task(fn, self._worker_main, self._loop)
         worker.gr_context = self._base_context.copy()
         previous, self.running = self.running, worker
+        self.switches += 1
         try:
             worker.switch(fn, args)
         finally:
@@ -322,6 +353,7 @@ class Hub:
         if glet.dead:  # killed before it started
             return
         previous, self.running = self.running, glet
+        self.switches += 1
         try:
             glet.switch(*args)
         finally:
@@ -366,9 +398,14 @@ class Hub:
     def _suspend(self) -> Wake:
         """Switch to the loop; return the token we are resumed with. May switch."""
         loop = self._loop
-        if loop is None or getcurrent() is loop:
+        me = getcurrent()
+        if loop is None or me is loop:
             raise RuntimeError("cannot wait in the hub itself or outside a running hub")
-        result: Wake = loop.switch()
+        try:
+            result: Wake = loop.switch()
+        finally:
+            self.running = me  # resumed (or thrown into): the watchdog's record of who runs
+            self.switches += 1
         return result
 
     # -- parking: the primitive that Event, Queue, locks and thread hand-offs are built on ---
@@ -414,7 +451,7 @@ class Hub:
     def yield_now(self) -> None:
         """Let every other ready greenlet run, then continue. May switch."""
         waiter = _Waiter(getcurrent())
-        self._ready.append((waiter.wake, (Wake.READY,)))
+        self._ready.append((waiter.wake, (READY,)))
         try:
             self._suspend()
         finally:
@@ -426,7 +463,7 @@ class Hub:
             self.yield_now()
             return
         waiter = _Waiter(getcurrent())
-        timer = self.call_later(seconds, waiter.wake, Wake.READY)
+        timer = self.call_later(seconds, waiter.wake, READY)
         try:
             self._suspend()
         finally:
@@ -468,8 +505,13 @@ class Hub:
             raise BusyResourceError(f"another greenlet already waits on fd {fd} ({side})")
         waiter = _Waiter(getcurrent())
         setattr(entry, side, waiter)
-        self._set_mask(fd, entry, entry.mask | event)
-        timer = None if deadline is None else self.call_at(deadline, waiter.wake, Wake.TIMED_OUT)
+        if event == EVENT_READ and entry.writer is None:
+            # Drop a stale write interest in the same call: a socket is nearly always writable,
+            # so leaving it would only bring a spurious event and a second epoll_ctl.
+            self._set_mask(fd, entry, EVENT_READ)
+        else:
+            self._set_mask(fd, entry, entry.mask | event)
+        timer = None if deadline is None else self.call_at(deadline, waiter.wake, TIMED_OUT)
         try:
             token = self._suspend()
         finally:
@@ -478,19 +520,21 @@ class Hub:
                 setattr(entry, side, None)
             if timer is not None:
                 self.cancel_timer(timer)
-        if token is Wake.TIMED_OUT:
+        if token is TIMED_OUT:
             raise TimeoutError("timed out")
-        if token is Wake.CLOSED:
+        if token is CLOSED:
             raise ClosedResourceError(f"fd {fd} was closed while waiting")
 
     def watch_readable(self, fd: int, callback: Callable[[], Any]) -> None:
         """Call ``callback()`` in the hub once ``fd`` is readable (one-shot, holds no greenlet).
         Raises BusyResourceError if someone already waits to read it."""
-        entry = self._entry(fd)
+        entry = self._entries.get(fd) or self._entry(fd)
         if entry.reader is not None:
             raise BusyResourceError(f"fd {fd} is already watched")
         entry.reader = callback
-        self._set_mask(fd, entry, entry.mask | EVENT_READ)
+        mask = EVENT_READ if entry.writer is None else EVENT_READ | EVENT_WRITE
+        if mask != entry.mask:
+            self._set_mask(fd, entry, mask)
 
     def unwatch(self, fd: int) -> None:
         """Cancel ``watch_readable`` on ``fd``."""
@@ -505,7 +549,7 @@ class Hub:
             return
         for who in (entry.reader, entry.writer):
             if type(who) is _Waiter:
-                self._ready.append((who.wake, (Wake.CLOSED,)))
+                self._ready.append((who.wake, (CLOSED,)))
         entry.reader = entry.writer = None
         if entry.mask:
             try:
@@ -513,6 +557,20 @@ class Hub:
             except (KeyError, ValueError):
                 pass
         entry.mask = 0
+
+    def release_fd(self, fd: int) -> None:
+        """Drop the hub's interest in ``fd`` unless someone waits on it. For fds the hub does
+        not own (an app's patched socket), which may be closed behind its back: a stale
+        registration would break the next fd to get that number."""
+        entry = self._entries.get(fd)
+        if entry is None or entry.reader is not None or entry.writer is not None:
+            return
+        del self._entries[fd]
+        if entry.mask:
+            try:
+                self.selector.unregister(fd)
+            except (KeyError, ValueError, OSError):
+                pass
 
     def fd_count(self) -> int:
         """How many fds the hub knows about (for statistics)."""

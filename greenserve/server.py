@@ -16,40 +16,49 @@ from __future__ import annotations
 
 import errno
 import logging
-import os
 import socket
-import stat
-import sys
 import threading
-import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from . import patch
 from ._version import __version__
 from .addresses import BindAddress, parse_bind
 from .config import Config
-from .errors import ConfigError
 from .gsocket import GreenSocket
 from .h1 import Limits, Request
 from .handler import Connection, DateCache
 from .hub import Hub
+from .logs import AccessLog
+from .metrics import MetricsEndpoint, MetricsSlot, MetricsStore
+from .preamble import Factory, connection_factory
+from .proxy import ProxyHeaders
+from .tls import make_context
+from .sockets import OwnedPath, bind_address
+from .watchdog import Watchdog
 from .wsgi import base_environ
 
 log = logging.getLogger("greenserve.error")
-access_log = logging.getLogger("greenserve.access")
 ACCEPT_BATCH = 64
 _ACCEPT_BACKOFF = (0.05, 1.0)
+NEW_CONNECTION_GRACE = 1.0  # on stop: how long a connection that has sent nothing may wait
 SOFTWARE = f"greenserve/{__version__}"
 
 
 class Listener:
     """A bound, listening socket and the environ keys its connections share."""
 
-    def __init__(self, sock: socket.socket, address: BindAddress) -> None:
+    def __init__(self, sock: socket.socket, address: BindAddress,
+                 owned: Optional[OwnedPath] = None) -> None:
         self.sock = sock
         self.address = address
+        self.owned = owned  # a unix path this server created, removed when it closes
         self.gsock: Optional[GreenSocket] = None
         self.environ: Dict[str, Any] = {}
-        if sock.family == socket.AF_UNIX:
+        self.tls = False  # set by Server.start: TLS on this listener
+        self.proxy_protocol = False  # connections begin with a PROXY protocol header
+        self.make_connection: Factory = Connection
+        self.tcp = sock.family != socket.AF_UNIX  # its connections get TCP_NODELAY
+        if not self.tcp:
             self.server_name, self.server_port = "localhost", "80"
         else:
             host, port = sock.getsockname()[:2]
@@ -60,52 +69,14 @@ class Listener:
         if self.address.kind == "unix":
             return "unix:" + self.address.host
         host = self.server_name
-        return f"http://[{host}]:{self.server_port}" if ":" in host else f"http://{host}:{self.server_port}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://[{host}]:{self.server_port}" if ":" in host else f"{scheme}://{host}:{self.server_port}"
 
 
-def bind_listener(address: BindAddress, backlog: int) -> Listener:
-    """Create, bind and listen. Raises ConfigError naming the address on failure."""
-    try:
-        if address.kind == "unix":
-            sock = _bind_unix(address.host)
-        else:
-            infos = socket.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM,
-                                       flags=socket.AI_PASSIVE)
-            family, _, _, _, sockaddr = infos[0]
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind(sockaddr)
-            except BaseException:
-                sock.close()
-                raise
-        sock.listen(backlog)
-        sock.setblocking(False)
-    except OSError as exc:
-        raise ConfigError("bind", f"cannot listen on {address}: {exc.strerror or exc}") from None
-    return Listener(sock, address)
-
-
-def _bind_unix(path: str) -> socket.socket:
-    if os.path.exists(path):
-        if not stat.S_ISSOCK(os.stat(path).st_mode):
-            raise OSError(errno.EEXIST, f"{path} exists and is not a socket")
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(path)
-        except ConnectionRefusedError:
-            os.unlink(path)  # stale: nobody listens on it
-        else:
-            raise OSError(errno.EADDRINUSE, "address already in use")
-        finally:
-            probe.close()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.bind(path)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
+def bind_listener(address: BindAddress, config: Config) -> Listener:
+    """Create, bind and listen (see sockets.py). Raises ConfigError naming the address."""
+    sock, owned, _ = bind_address(address, config)
+    return Listener(sock, address, owned)
 
 
 class Stats:
@@ -141,21 +112,35 @@ class Server:
         self.connections: Dict[Connection, None] = {}
         self.draining = False
         self.stats = Stats()
-        self._idle_new: Dict[Connection, float] = {}
-        self._idle_kept: Dict[Connection, float] = {}
         self._paused: List[Listener] = []
         self._started = False
         self._serving = threading.Event()
         self._stopped = threading.Event()
         self._thread: Optional[int] = None
-        self._access = _AccessLog(config.access_log)
+        self.proxies = ProxyHeaders(config.forwarded_allow_ips, config.proxy_count)
+        # Counters for Prometheus: set a slot of a shared store before start() (a supervisor's
+        # worker), or start() makes one when metrics_bind is set. See metrics.py.
+        self.metrics: Optional[MetricsSlot] = None
+        self._metrics_endpoint: Optional[MetricsEndpoint] = None
+        self._access = AccessLog("")
+        self.watchdog = (Watchdog(self.hub, config.block_threshold, self._blocked_loop)
+                         if config.block_threshold else None)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    def start(self, sockets: Optional[List[socket.socket]] = None) -> None:
-        """Bind every listener (or adopt ``sockets``). After it, ``addresses`` is known."""
+    def start(self, sockets: Optional[List[socket.socket]] = None,
+              proxy_sockets: Optional[List[socket.socket]] = None) -> None:
+        """Bind every listener (or adopt ``sockets``, and ``proxy_sockets`` as listeners whose
+        connections begin with a PROXY header: a supervisor binds both in its parent; adopted
+        sockets stay the caller's, who removes their unix paths). After it, ``addresses`` is
+        known. Raises ConfigError."""
         if self._started:
             return
+        config = self.config
+        if config.patch:
+            patch.apply()  # late for names the app bound at import; the CLI applies it first
+        context = make_context(config.certfile, config.keyfile, config.ca_certs,
+                               config.cert_reqs, config.ciphers)
         try:
             if sockets is not None:
                 for sock in sockets:
@@ -163,13 +148,44 @@ class Server:
                     self.listeners.append(Listener(sock, _address_of(sock)))
             else:
                 for text in self.config.bind:
-                    self.listeners.append(bind_listener(parse_bind(text), self.config.backlog))
+                    self.listeners.append(bind_listener(parse_bind(text), config))
+            for text in config.proxy_protocol_bind if sockets is None else ():
+                listener = bind_listener(parse_bind(text), config)
+                listener.proxy_protocol = True
+                self.listeners.append(listener)
+            for sock in proxy_sockets or ():
+                sock.setblocking(False)
+                listener = Listener(sock, _address_of(sock))
+                listener.proxy_protocol = True
+                self.listeners.append(listener)
+            for listener in self.listeners:
+                listener.tls = context is not None
+                listener.make_connection = connection_factory(context, listener.proxy_protocol)
+            self._start_metrics()
         except BaseException:
             for listener in self.listeners:
                 listener.sock.close()
             self.listeners = []
             raise
+        self._access = AccessLog(config.access_log, config.access_log_format,
+                                 from_config=bool(config.log_config))
         self._started = True
+
+    def _start_metrics(self) -> None:
+        """With metrics_bind and no slot given: a one-slot store, served from a thread."""
+        if not self.config.metrics_bind or self.metrics is not None:
+            return
+        store = MetricsStore.create(1)
+        endpoint = MetricsEndpoint(store.render, parse_bind(self.config.metrics_bind))
+        self.metrics = store.slot(0)
+        endpoint.start()
+        self._metrics_endpoint = endpoint
+        log.info("metrics on %s", endpoint.url)
+
+    @property
+    def metrics_url(self) -> Optional[str]:
+        """Where this server's own metrics endpoint answers (None: it serves none)."""
+        return self._metrics_endpoint.url if self._metrics_endpoint is not None else None
 
     @property
     def addresses(self) -> List[Any]:
@@ -191,9 +207,14 @@ class Server:
             hub.call_soon(self._watch_listener, listener)
         hub.call_soon(self._serving.set)
         hub.call_soon(self._schedule_sweep)
+        hub.call_soon(self._tick_date)
+        if self.watchdog is not None:
+            hub.call_soon(self.watchdog.start)
         try:
             hub.run()
         finally:
+            if self.watchdog is not None:
+                self.watchdog.stop()
             self._close_everything()
             self._stopped.set()
 
@@ -217,8 +238,15 @@ class Server:
         self.draining = True
         for listener in self.listeners:
             self._close_listener(listener)
-        for conn in list(self._idle_new) + list(self._idle_kept):
-            conn.close_idle()
+        # A new connection's first request is on its way (the client has just connected):
+        # answer it, with Connection: close, unless it is not there within a moment. A kept-alive
+        # one is closed now: its client must be ready to retry (RFC 9112 9.3.1).
+        cutoff = self.hub.time() + min(grace, NEW_CONNECTION_GRACE)
+        for conn in self.idle_connections():
+            if conn.response is None:
+                conn.deadline = min(conn.deadline, cutoff)
+            else:
+                conn.close_idle()
         self.hub.spawn(self._drain, self.hub.time() + grace)
 
     def _drain(self, deadline: float) -> None:
@@ -243,24 +271,26 @@ class Server:
             conn.gsock.sock.close()
         self.connections.clear()
         self.hub.close()
+        if self._metrics_endpoint is not None:
+            self._metrics_endpoint.close()
+        self._access.close()
 
     def _close_listener(self, listener: Listener) -> None:
         if listener.gsock is not None:
             listener.gsock.close()
         else:
             listener.sock.close()
-        if listener.address.kind == "unix":
-            try:
-                os.unlink(listener.address.host)
-            except OSError:
-                pass
+        if listener.owned is not None:
+            listener.owned.remove()
 
     # -- accepting ----------------------------------------------------------------------------
 
     def _listener_environ(self, listener: Listener) -> Dict[str, Any]:
         env = base_environ(
-            listener.server_name, listener.server_port, url_scheme=self.config.url_scheme,
-            script_name=self.config.root_path.rstrip("/"), multiprocess=False, software=SOFTWARE,
+            listener.server_name, listener.server_port,
+            url_scheme="https" if listener.tls else self.config.url_scheme,
+            script_name=self.config.root_path.rstrip("/"), multiprocess=self.config.prefork,
+            software=SOFTWARE,
         )
         env["greenserve.statistics"] = self.statistics  # for /stats pages and health checks
         env["greenserve.sleep"] = self.hub.sleep  # a cooperative sleep(seconds) for pure WSGI apps
@@ -292,18 +322,24 @@ class Server:
         self._watch_listener(listener)
 
     def _adopt(self, client: socket.socket, peer: Any, listener: Listener) -> None:
-        if client.family != socket.AF_UNIX:
+        if listener.tcp:
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         remote = (peer[0], str(peer[1])) if isinstance(peer, tuple) else None
-        conn = Connection(self, client, listener.environ, remote)
+        if remote is not None and remote[0].startswith("::ffff:") and "." in remote[0]:
+            # IPv4 on a dual-stack [::] listener: the mapped address (RFC 4291 2.5.5.2)
+            remote = (remote[0][7:], remote[1])
+        conn = listener.make_connection(self, client, listener.environ, remote)
         self.connections[conn] = None
         self.stats.connections_total += 1
+        if self.metrics is not None:
+            self.metrics.connection_opened()
+        conn.deadline = conn.started + self.config.header_timeout
         conn.watch()
-        self.idle_track(conn, kept=False)
 
     def connection_closed(self, conn: Connection) -> None:
         self.connections.pop(conn, None)
-        self.idle_untrack(conn)
+        if self.metrics is not None:
+            self.metrics.connection_closed()
         if self._paused and len(self.connections) < self.config.max_connections:
             paused, self._paused = self._paused, []
             for listener in paused:
@@ -311,15 +347,18 @@ class Server:
 
     # -- idle connections ---------------------------------------------------------------------
 
-    def idle_track(self, conn: Connection, *, kept: bool) -> None:
-        if kept:
-            self._idle_kept[conn] = self.hub.time() + self.config.keepalive_timeout
-        else:
-            self._idle_new[conn] = conn.started + self.config.header_timeout
+    def idle_connections(self) -> List[Connection]:
+        """Connections that hold no greenlet: waiting for their first or next request."""
+        return [conn for conn in self.connections if not conn.active]
 
-    def idle_untrack(self, conn: Connection) -> None:
-        self._idle_kept.pop(conn, None)
-        self._idle_new.pop(conn, None)
+    def _blocked_loop(self) -> None:
+        """The watchdog saw the loop blocked (called in its thread): count it for metrics."""
+        if self.metrics is not None:
+            self.metrics.blocked_loop_incident()
+
+    def _tick_date(self) -> None:
+        """Keep the Date header current: refresh it at the start of every second."""
+        self.hub.call_later(self.dates.refresh() + 0.001, self._tick_date)
 
     def _schedule_sweep(self) -> None:
         config = self.config
@@ -327,15 +366,12 @@ class Server:
         self.hub.call_later(min(1.0, max(0.01, interval)), self._sweep)
 
     def _sweep(self) -> None:
+        """Close idle connections past their deadline. A scan of all connections (about a
+        millisecond per 10,000 idle ones) costs less than keeping an ordered
+        index up to date on every request."""
         now = self.hub.time()
-        for table in (self._idle_new, self._idle_kept):
-            expired = []
-            for conn, deadline in table.items():
-                if deadline > now:
-                    break
-                expired.append(conn)
-            for conn in expired:
-                conn.close_idle()
+        for conn in [c for c in self.connections if not c.active and c.deadline <= now]:
+            conn.close_idle()
         self._schedule_sweep()
 
     # -- accounting ---------------------------------------------------------------------------
@@ -343,17 +379,26 @@ class Server:
     def request_started(self) -> None:
         self.stats.requests_total += 1
         self.stats.in_flight += 1
+        if self.metrics is not None:
+            self.metrics.request_started()
 
-    def request_finished(self, conn: Connection, request: Request, status: int) -> None:
+    def request_finished(self, conn: Connection, request: Request, status: int,
+                         environ: Dict[str, Any]) -> None:
         stats = self.stats
         stats.in_flight -= 1
         stats.by_class[status // 100 if 100 <= status < 600 else 0] += 1
-        if self._access.enabled:
-            self._access.write(conn, request, status)
+        if self.metrics is not None or self._access.enabled:
+            seconds = self.hub.time() - conn.started
+            if self.metrics is not None:
+                self.metrics.request_finished(status, seconds)
+            if self._access.enabled:
+                self._access.write(environ, request, status, conn.body_sent, seconds)
 
     def protocol_error(self, status: int) -> None:
         self.stats.protocol_errors += 1
         self.stats.by_class[status // 100] += 1
+        if self.metrics is not None:
+            self.metrics.protocol_error(status)
 
     def statistics(self) -> Dict[str, Any]:
         """Counters since start: connections, requests, responses by status class."""
@@ -361,7 +406,7 @@ class Server:
         return {
             "connections_total": s.connections_total,
             "connections_open": len(self.connections),
-            "connections_idle": len(self._idle_new) + len(self._idle_kept),
+            "connections_idle": len(self.idle_connections()),
             "requests_total": s.requests_total,
             "requests_in_flight": s.in_flight,
             "responses": {f"{i}xx": s.by_class[i] for i in range(1, 6)},
@@ -369,45 +414,8 @@ class Server:
             "protocol_errors": s.protocol_errors,
             "accept_errors": s.accept_errors,
             "draining": self.draining,
+            "blocked_loop_incidents": self.watchdog.incidents if self.watchdog else 0,
         }
-
-
-class _AccessLog:
-    """Apache combined log format, to stdout ('-') or a file, through the access logger."""
-
-    def __init__(self, target: str) -> None:
-        self.enabled = bool(target)
-        if not self.enabled:
-            return
-        if not access_log.handlers:
-            handler: logging.Handler = (
-                logging.StreamHandler(sys.stdout) if target == "-" else logging.FileHandler(target)
-            )
-            handler.setFormatter(logging.Formatter("%(message)s"))
-            access_log.addHandler(handler)
-            access_log.setLevel(logging.INFO)
-            access_log.propagate = False
-
-    def write(self, conn: Connection, request: Request, status: int) -> None:
-        headers = dict(request.headers)
-        line = '%s - - [%s] "%s %s HTTP/%s" %s %s "%s" "%s"' % (
-            conn.peer[0] if conn.peer else "-",
-            time.strftime("%d/%b/%Y:%H:%M:%S %z"),
-            _escape(request.method), _escape(request.target), request.http_version.decode(),
-            status or "-", conn.body_sent or "-",
-            _escape(headers.get(b"referer", b"-")), _escape(headers.get(b"user-agent", b"-")),
-        )
-        access_log.info(line)
-
-
-def _escape(value: bytes) -> str:
-    """Escape a request value for the log: quotes, backslashes and non-printables."""
-    text = value.decode("latin-1")
-    if text.isprintable() and '"' not in text and "\\" not in text and text.isascii():
-        return text
-    return "".join(
-        c if " " <= c < "\x7f" and c not in '"\\' else "\\x%02x" % ord(c) for c in text
-    )
 
 
 def _address_of(sock: socket.socket) -> BindAddress:

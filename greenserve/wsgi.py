@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 from urllib.parse import unquote_to_bytes
 
 from .errors import LocalProtocolError
-from .h1 import Request
+from .h1 import AppHead, Request, check_app_headers
 
 Environ = Dict[str, Any]
 ExcInfo = Tuple[Any, Any, Any]
@@ -68,6 +68,11 @@ def base_environ(
     }
 
 
+_PROTOCOLS = {b"1.1": "HTTP/1.1", b"1.0": "HTTP/1.0"}
+_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")}
+_MISSING = "?"  # not a valid environ key: marks a header name not seen before
+
+
 def request_environ(
     base: Environ, remote: Optional[Tuple[str, str]], request: Request, wsgi_input: "Input"
 ) -> Environ:
@@ -76,9 +81,10 @@ def request_environ(
     env = base.copy()
     if remote is not None:
         env["REMOTE_ADDR"], env["REMOTE_PORT"] = remote
-    target = request.target
+    method, raw_target, version, headers = request
+    target = raw_target
     authority = None
-    if target[:1] != b"/" and target != b"*" and request.method != b"CONNECT":
+    if target[:1] != b"/" and target != b"*" and method != b"CONNECT":
         authority, target = _split_absolute_form(target)
     path, _, query = target.partition(b"?")
     script_name = env["SCRIPT_NAME"]
@@ -87,29 +93,29 @@ def request_environ(
         root = script_name.encode("latin-1")
         if path == root or path.startswith(root + b"/"):
             path = path[len(root):]
-    path_info = (unquote_to_bytes(path) if b"%" in path else path).decode("latin-1")
-    env["REQUEST_METHOD"] = request.method.decode("latin-1")
-    env["PATH_INFO"] = path_info
+    env["REQUEST_METHOD"] = _METHODS.get(method) or method.decode("latin-1")
+    env["PATH_INFO"] = (unquote_to_bytes(path) if path.find(b"%") >= 0 else path).decode("latin-1")
     env["QUERY_STRING"] = query.decode("latin-1")
-    env["RAW_URI"] = env["REQUEST_URI"] = request.target.decode("latin-1")
-    env["SERVER_PROTOCOL"] = "HTTP/" + request.http_version.decode("latin-1")
+    env["RAW_URI"] = env["REQUEST_URI"] = raw_target.decode("latin-1")
+    env["SERVER_PROTOCOL"] = _PROTOCOLS[version]
     env["wsgi.input"] = wsgi_input
+    keys = _HEADER_KEYS
+    for name, value in headers:
+        key = keys.get(name, _MISSING)
+        if key is _MISSING:
+            key = _environ_key(name)
+        if key is None:
+            continue
+        if key in env and key[:5] == "HTTP_":
+            # RFC 9110 5.3: repeated fields combine with ", "; cookies combine with "; "
+            # (RFC 6265 5.4 sends one Cookie field, and "," is not a cookie separator).
+            env[key] = env[key] + ("; " if key == "HTTP_COOKIE" else ", ") + value.decode("latin-1")
+        else:
+            env[key] = value.decode("latin-1")
     if authority is not None:
         # RFC 9112 3.2.2: with an absolute-form target, the server MUST ignore Host and use
         # the target's authority.
         env["HTTP_HOST"] = authority.decode("latin-1")
-    for name, value in request.headers:
-        key = _environ_key(name)
-        if key == "HTTP_HOST" and authority is not None:
-            continue
-        if key is None:
-            continue
-        text = value.decode("latin-1")
-        if key in env and key.startswith("HTTP_"):
-            # RFC 9110 5.3: repeated fields combine with ", "; cookies combine with "; "
-            # (RFC 6265 5.4 sends one Cookie field, and "," is not a cookie separator).
-            text = env[key] + ("; " if key == "HTTP_COOKIE" else ", ") + text
-        env[key] = text
     return env
 
 
@@ -225,6 +231,11 @@ class Input:
         return self._eof and self._pos >= len(self._buf)
 
 
+EMPTY_INPUT = Input(lambda: b"")  # stateless: wsgi.input of every request without a body
+EMPTY_INPUT._eof = True
+EMPTY_HEAD = AppHead(b"", None, False, False)
+
+
 class FileWrapper:
     """``wsgi.file_wrapper``: the server sends a real file with sendfile; otherwise iterates."""
 
@@ -244,28 +255,30 @@ class FileWrapper:
         raise StopIteration
 
 
-_encoded: Dict[Tuple[Tuple[str, str], ...], List[Tuple[bytes, bytes]]] = {}
-_MAX_ENCODED = 512
+_app_heads: Dict[Tuple[Tuple[str, str], ...], AppHead] = {}
+_statuses: Dict[str, Tuple[int, bytes]] = {}
+_MAX_CACHED = 512
 
 
-def _header_bytes(headers: Any) -> List[Tuple[bytes, bytes]]:
-    """Check the app's header list (PEP 3333: a list of (str, str) tuples, latin-1) and encode
-    it. Apps repeat the same few header sets, so encodings are cached per set."""
+def app_head(headers: Any) -> AppHead:
+    """Check the app's header list (PEP 3333: a list of (str, str) tuples, latin-1; then the
+    HTTP rules in h1) and return its wire form. Apps repeat the same few header sets, so the
+    result is cached per set. Raises LocalProtocolError."""
     if type(headers) is not list:
         raise LocalProtocolError("response headers must be a list", 500)
     try:
         key = tuple(headers)
-        cached = _encoded.get(key)
+        cached = _app_heads.get(key)
     except TypeError:  # an unhashable item: not a (str, str) tuple; _encode says which
         key, cached = (), None
     if cached is not None:
         return cached
-    out = _encode(headers)
+    head = check_app_headers(_encode(headers))
     if key:
-        if len(_encoded) >= _MAX_ENCODED:
-            _encoded.clear()
-        _encoded[key] = out
-    return out
+        if len(_app_heads) >= _MAX_CACHED:
+            _app_heads.clear()
+        _app_heads[key] = head
+    return head
 
 
 def _encode(headers: List[Any]) -> List[Tuple[bytes, bytes]]:
@@ -283,6 +296,27 @@ def _encode(headers: List[Any]) -> List[Tuple[bytes, bytes]]:
     return out
 
 
+def parse_status(status: Any) -> Tuple[int, bytes]:
+    """Check a PEP 3333 status string ("200 OK"). Returns (code, reason). Cached per string.
+    Raises LocalProtocolError."""
+    if type(status) is not str:
+        raise LocalProtocolError("status must be a str", 500)
+    parsed = _statuses.get(status)
+    if parsed is not None:
+        return parsed
+    m = _STATUS.fullmatch(status)
+    if m is None:
+        raise LocalProtocolError(f"invalid status {status!r}", 500)
+    code = int(m.group(1))
+    if code < 200:
+        raise LocalProtocolError("informational (1xx) statuses are sent by the server", 500)
+    parsed = (code, m.group(2).encode("latin-1"))
+    if len(_statuses) >= _MAX_CACHED:
+        _statuses.clear()
+    _statuses[status] = parsed
+    return parsed
+
+
 class Response:
     """The state of one response as the app describes it, with ``start_response`` and
     ``write`` bound to it. ``emit(data)`` is supplied by the handler."""
@@ -293,7 +327,7 @@ class Response:
         self.emit = emit
         self.status = 0
         self.reason = b""
-        self.headers: List[Tuple[bytes, bytes]] = []
+        self.headers = EMPTY_HEAD
         self.headers_sent = False
 
     def start_response(
@@ -309,16 +343,8 @@ class Response:
                 exc_info = None
         elif self.status:
             raise LocalProtocolError("start_response called twice without exc_info", 500)
-        if type(status) is not str:
-            raise LocalProtocolError("status must be a str", 500)
-        m = _STATUS.fullmatch(status)
-        if m is None:
-            raise LocalProtocolError(f"invalid status {status!r}", 500)
-        code = int(m.group(1))
-        if code < 200:
-            raise LocalProtocolError("informational (1xx) statuses are sent by the server", 500)
-        encoded = _header_bytes(headers)
-        self.status, self.reason, self.headers = code, m.group(2).encode("latin-1"), encoded
+        self.status, self.reason = parse_status(status)
+        self.headers = app_head(headers)
         return self.write
 
     def write(self, data: bytes) -> None:
@@ -330,11 +356,13 @@ class Response:
         self.emit(data)
 
 
-def single_body(result: Iterable[bytes]) -> Optional[bytes]:
-    """Return the body if ``result`` is a one-element list or tuple of bytes, else None (lets
-    the handler send Content-Length and one packet)."""
-    if type(result) in (list, tuple) and len(result) == 1:  # type: ignore[arg-type]
-        body = result[0]  # type: ignore[index]
-        if type(body) is bytes:
-            return body
+def whole_body(result: Iterable[bytes]) -> Optional[Sequence[bytes]]:
+    """Return ``result`` if it is a list or tuple of bytes (the whole body known up front: the
+    handler can give it a Content-Length and send it at once), else None."""
+    if type(result) in (list, tuple):
+        pieces: Sequence[bytes] = result  # type: ignore[assignment]
+        for piece in pieces:
+            if type(piece) is not bytes:
+                return None
+        return pieces
     return None

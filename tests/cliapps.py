@@ -26,3 +26,20 @@ not_callable = 42
 
 def broken_factory():
     raise RuntimeError("factory exploded")
+
+
+ECHOED = ("REMOTE_ADDR", "REMOTE_PORT", "wsgi.url_scheme", "HTTP_HOST", "SERVER_NAME",
+          "SERVER_PORT", "HTTP_FORWARDED", "HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO",
+          "HTTP_X_FORWARDED_HOST", "HTTP_X_FORWARDED_PORT", "greenserve.peercert")
+
+
+def echo_environ(environ, start_response):
+    """Answers with a JSON object of the environ keys that proxies and TLS decide, and the
+    pid of the process that answered."""
+    import json
+    import os
+
+    seen = {key: environ[key] for key in ECHOED if key in environ}
+    seen["pid"] = os.getpid()
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [json.dumps(seen).encode()]

@@ -1,5 +1,5 @@
-"""Shared test helpers: a real server on 127.0.0.1 port 0 (in this process, or a greenserve
-subprocess), raw-socket HTTP, response parsing."""
+"""Shared test helpers: a real server on 127.0.0.1 port 0, raw-socket HTTP, response parsing,
+and greenserve run as a real subprocess (``run`` fixture, ``run_to_end``)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 from wsgiref.validate import validator
 
 import pytest
@@ -22,8 +22,6 @@ from greenserve.hub import Hub
 from greenserve.testing import RunningServer, running_server
 
 WsgiApp = Callable[..., Any]
-ROOT = Path(__file__).resolve().parent.parent
-LISTENING = re.compile(r"listening on (http://\S+|unix:\S+)")
 
 
 @pytest.fixture
@@ -233,17 +231,61 @@ class Tracked:
         self.closed.set()
 
 
-class Proc:
-    """A greenserve subprocess whose stderr is collected by a thread."""
+class TLSFiles:
+    """A test CA and certificates made by trustme, as PEM files: ``ca`` (the CA certificate),
+    ``cert``/``key`` (the server: localhost, 127.0.0.1, ::1), ``client`` (certificate and key
+    of a client, in one file) and ``other_client`` (one signed by another CA)."""
 
-    def __init__(self, *args: str, env: Optional[dict] = None) -> None:
+    def __init__(self, directory: Any) -> None:
+        import trustme
+
+        ca, other_ca = trustme.CA(), trustme.CA()
+        server = ca.issue_cert("localhost", "127.0.0.1", "::1")
+        self.ca = str(directory / "ca.pem")
+        self.cert = str(directory / "server.pem")
+        self.key = str(directory / "server.key")
+        self.client = str(directory / "client.pem")
+        self.other_client = str(directory / "other-client.pem")
+        ca.cert_pem.write_to_path(self.ca)
+        server.private_key_pem.write_to_path(self.key)
+        server.cert_chain_pems[0].write_to_path(self.cert)
+        for pem in server.cert_chain_pems[1:]:
+            pem.write_to_path(self.cert, append=True)
+        ca.issue_cert("client@example.test").private_key_and_cert_chain_pem.write_to_path(
+            self.client)
+        other_ca.issue_cert("intruder@example.test").private_key_and_cert_chain_pem.write_to_path(
+            self.other_client)
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: Any) -> TLSFiles:
+    return TLSFiles(tmp_path_factory.mktemp("tls"))
+
+
+# -- greenserve as a subprocess -----------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+LISTENING = re.compile(r"listening on (https?://\S+|unix:\S+)")
+
+
+class Proc:
+    """A greenserve subprocess (in a session of its own, so that teardown can end its workers
+    too) whose stderr and stdout are collected by threads. ``prefix`` goes before the Python
+    command (a wrapper such as ``sh -c``); ``popen`` goes to Popen (pass_fds, cwd)."""
+
+    def __init__(self, *args: str, env: Optional[dict] = None, prefix: Sequence[str] = (),
+                 **popen: Any) -> None:
+        popen.setdefault("cwd", ROOT)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "greenserve", *args], cwd=ROOT, stdout=subprocess.PIPE,
+            [*prefix, sys.executable, "-m", "greenserve", *args], stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})},
+            start_new_session=True, **popen,
         )
+        self.pid = self.proc.pid
         self.lines: List[str] = []
         self.out: List[str] = []
         self._seen = threading.Condition()
+        self._open = 2
         threading.Thread(target=self._pump, args=(self.proc.stderr, self.lines), daemon=True).start()
         threading.Thread(target=self._pump, args=(self.proc.stdout, self.out), daemon=True).start()
 
@@ -252,32 +294,46 @@ class Proc:
             with self._seen:
                 into.append(line)
                 self._seen.notify_all()
+        with self._seen:
+            self._open -= 1
+            self._seen.notify_all()
 
-    def wait_for(self, pattern: re.Pattern, timeout: float = 15.0, where: str = "err") -> re.Match:
+    def wait_for(self, pattern: re.Pattern, timeout: float = 15.0, where: str = "err",
+                 count: int = 1) -> re.Match:
+        """Wait until ``count`` lines match; return the last match. Fails at the deadline or
+        when the process has closed its output without printing them."""
         lines = self.lines if where == "err" else self.out
         deadline = time.monotonic() + timeout
         with self._seen:
             while True:
-                for line in lines:
-                    m = pattern.search(line)
-                    if m:
-                        return m
+                found = [m for m in map(pattern.search, lines) if m]
+                if len(found) >= count:
+                    return found[count - 1]
                 left = deadline - time.monotonic()
-                if left <= 0 or self.proc.poll() is not None and not left:
-                    raise AssertionError(f"{pattern.pattern!r} not seen in: {''.join(lines)}")
+                if left <= 0 or not self._open:
+                    raise AssertionError(f"{pattern.pattern!r} (x{count}) not seen in: "
+                                         f"{''.join(lines)}")
                 self._seen.wait(min(left, 0.2))
+
+    def matches(self, pattern: re.Pattern, where: str = "err") -> List[re.Match]:
+        with self._seen:
+            lines = list(self.lines if where == "err" else self.out)
+        return [m for m in map(pattern.search, lines) if m]
+
+    @property
+    def stderr(self) -> str:
+        with self._seen:
+            return "".join(self.lines)
 
     def url(self) -> str:
         return self.wait_for(LISTENING).group(1)
 
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-        return self.proc.wait(15)
+    def send(self, sig: int) -> None:
+        self.proc.send_signal(sig)
 
     def address(self) -> Tuple[str, int]:
         """(host, port) from the "listening on" line."""
-        host, port = self.url()[len("http://"):].rsplit(":", 1)
+        host, port = self.url().split("://", 1)[1].rsplit(":", 1)
         return host.strip("[]"), int(port)
 
     def rss(self) -> int:
@@ -294,21 +350,60 @@ class Proc:
 
     def tracebacks(self) -> List[str]:
         """Lines of its error log that start a traceback or report an internal error."""
-        return [line for line in self.lines if "Traceback" in line or "internal error" in line]
+        with self._seen:
+            return [line for line in self.lines if "Traceback" in line or "internal error" in line]
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        return self.proc.wait(15)
+
+    def kill_all(self) -> None:
+        """End the process and everything left in its session."""
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(5)
 
 
 @pytest.fixture
 def run() -> Iterator[Callable[..., Proc]]:
-    """``run(*cli_args, env=None)`` starts ``python -m greenserve``; all are killed at the end."""
+    """``run(*args, env=None, **popen)`` starts ``python -m greenserve *args``; whatever is
+    still running at the end of the test is killed, workers included."""
     procs: List[Proc] = []
 
-    def start(*args: str, env: Optional[dict] = None) -> Proc:
-        proc = Proc(*args, env=env)
+    def start(*args: str, env: Optional[dict] = None, **popen: Any) -> Proc:
+        proc = Proc(*args, env=env, **popen)
         procs.append(proc)
         return proc
 
     yield start
     for proc in procs:
-        if proc.proc.poll() is None:
-            proc.proc.kill()
-            proc.proc.wait(5)
+        proc.kill_all()
+
+
+def run_to_end(*args: str, env: Optional[dict] = None, timeout: float = 30,
+               prefix: Sequence[str] = (), **popen: Any) -> subprocess.CompletedProcess:
+    """Run ``python -m greenserve *args`` to its end (``prefix`` as for Proc)."""
+    popen.setdefault("cwd", ROOT)
+    return subprocess.run(
+        [*prefix, sys.executable, "-m", "greenserve", *args], capture_output=True, text=True,
+        timeout=timeout, env={**os.environ, **(env or {})}, **popen,
+    )
+
+
+def serving_in_thread(server: Any) -> Iterator[int]:
+    """Run a socketserver-style ``server`` (a peer for the tests: an upstream) in a thread;
+    yield its port; shut it down afterwards. For fixtures: ``yield from serving_in_thread(s)``."""
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)

@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import socket
-import subprocess
-import sys
 import threading
-from typing import Optional
 
 import pytest
 import requests
 
-from conftest import LISTENING, ROOT
-
-
-def run_to_end(*args: str, env: Optional[dict] = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "greenserve", *args], cwd=ROOT, capture_output=True, text=True,
-        timeout=30, env={**os.environ, **(env or {})},
-    )
-
+from conftest import LISTENING, run_to_end
 
 def test_serves_example_and_stops_on_ctrl_c(run) -> None:
     proc = run("examples.hello:app", "--bind", "127.0.0.1:0")

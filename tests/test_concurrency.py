@@ -15,7 +15,7 @@ from typing import Any, Dict, Iterator, Tuple
 import pytest
 import requests
 
-from conftest import Reader, connect, request
+from conftest import Reader, connect, request, serving_in_thread
 from greenserve.gsocket import GreenSocket
 
 SIMPLE = b"GET /small HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -51,16 +51,7 @@ class _SlowHandler(socketserver.StreamRequestHandler):
 
 @pytest.fixture
 def slow_upstream() -> Iterator[int]:
-    upstream = _SlowUpstream(("127.0.0.1", 0), _SlowHandler)
-    thread = threading.Thread(target=upstream.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
-    thread.start()
-    try:
-        yield upstream.server_address[1]
-    finally:
-        upstream.shutdown()
-        upstream.server_close()
-        thread.join(5)
+    yield from serving_in_thread(_SlowUpstream(("127.0.0.1", 0), _SlowHandler))
 
 
 def test_200_requests_on_a_slow_upstream_run_concurrently(serve, slow_upstream):

@@ -523,3 +523,18 @@ def test_a_green_socket_needs_a_hub():
     finally:
         a.close()
         b.close()
+
+
+def test_a_socket_class_with_its_own_recv_is_refused():
+    """GreenSocket calls the C socket methods directly: an ssl.SSLSocket (which overrides
+    recv/send) would be read raw, so it is refused outright."""
+    import ssl
+
+    context = ssl.create_default_context()
+    raw = socket.socket()
+    tls = context.wrap_socket(raw, do_handshake_on_connect=False, server_hostname="localhost")
+    try:
+        with pytest.raises(TypeError, match="SSLSocket"):
+            GreenSocket(tls, Hub())
+    finally:
+        tls.close()

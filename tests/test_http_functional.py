@@ -471,6 +471,25 @@ def test_head_has_get_headers_and_no_body(serve):
         assert reader.buf == b""
 
 
+def test_head_of_an_unsized_list_body_gets_the_length_a_get_would(serve):
+    """RFC 9110 9.3.2: a HEAD response carries the header fields GET would have, Content-Length
+    included when the server would compute one (a one-piece body without an app length)."""
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"twelve bytes"]
+
+    server = serve(app, validate=False)  # the validator would hide that the body is a list
+    with connect(server) as sock:
+        reader = Reader(sock)
+        sock.sendall(GET % b"/")
+        got = reader.read_response()
+        sock.sendall(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n" + GET % b"/next")
+        head = reader.read_response(head_request=True)
+        assert got.header("content-length") == head.header("content-length") == "12"
+        assert head.header("transfer-encoding") is None
+        assert reader.read_response().body == b"twelve bytes"
+
+
 def test_head_for_generator_app_sends_no_body(serve):
     server = serve(generator_app)
     with connect(server) as sock:
@@ -478,6 +497,8 @@ def test_head_for_generator_app_sends_no_body(serve):
         sock.sendall(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
         head = reader.read_response(head_request=True)
         assert head.status == 200
+        # A streamed body's length is unknown: no Content-Length and no chunked framing.
+        assert head.header("content-length") is None and head.header("transfer-encoding") is None
         after = reader.read_response()
         assert after.body == GENERATED
 
@@ -1258,3 +1279,30 @@ def test_statistics_count_error_responses_for_failed_requests(serve):
     assert stats["responses"]["5xx"] == 1
     assert stats["responses"]["4xx"] == 1
     assert stats["responses_aborted"] == 0
+
+
+@pytest.mark.parametrize("kind", [list, tuple])
+def test_a_body_of_several_known_pieces_gets_a_content_length(serve, kind):
+    """A list or tuple of bytes is the whole body: it gets a Content-Length (not chunked) and
+    arrives intact, the pieces in order; an app's own Content-Length still rules."""
+    pieces = kind([b"alpha-", b"", b"beta-" * 1000, b"gamma"])
+
+    def app(environ, start_response):
+        headers = [("Content-Type", "text/plain")]
+        if environ["PATH_INFO"] == "/short":
+            headers.append(("Content-Length", "3"))
+        start_response("200 OK", headers)
+        return pieces
+
+    server = serve(app, validate=False)  # the validator would turn the list into an iterator
+    with connect(server) as sock:
+        reader = Reader(sock)
+        sock.sendall(GET % b"/")
+        resp = reader.read_response()
+        assert resp.header("transfer-encoding") is None
+        assert resp.header("content-length") == str(len(b"".join(pieces)))
+        assert resp.body == b"".join(pieces)
+        sock.sendall(GET % b"/short")  # more than promised: cut, then the connection closes
+        resp = reader.read_response()
+        assert resp.body == b"alp"
+        assert sock.recv(1) == b""

@@ -2,7 +2,9 @@
 
 errors, h1, config, targetapp import nothing of greenserve above them; the parser (h1) never
 imports socket, selectors, greenlet, time, logging or threading; only hub.py touches greenlet
-(switch, throw, getcurrent); wsgi.py knows no hub, sockets or greenlets.
+(switch, throw, getcurrent); wsgi.py knows no hub, sockets or greenlets; the cooperative runtime
+(runtime, threadpool, guards, watchdog) builds on the hub only, and the patch on the runtime;
+nothing but the entry points imports the patch.
 """
 
 from __future__ import annotations
@@ -199,6 +201,112 @@ def test_targetapp_imports_nothing_of_greenserve():
     if not path.exists():
         pytest.skip("no targetapp.py yet")
     assert greenserve_imports(path) == set()
+
+
+# The modules of TLS, proxies, logs and metrics, and the only greenserve modules each may import:
+# the proxy parsers are pure; metrics must work in a supervisor with no hub; TLS sits on the
+# cooperative socket and knows nothing of connections or the server.
+BOUNDED = {
+    "greenserve.proxy": set(),
+    "greenserve.proxyproto": set(),
+    "greenserve.metrics": {"greenserve.errors", "greenserve.addresses"},
+    "greenserve.logs": {"greenserve.errors", "greenserve.h1"},
+    "greenserve.tls": {"greenserve.errors", "greenserve.gsocket", "greenserve.hub"},
+    "greenserve.preamble": {"greenserve.errors", "greenserve.gsocket", "greenserve.handler",
+                            "greenserve.tls", "greenserve.proxyproto", "greenserve.server"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(BOUNDED))
+def test_bounded_modules_import_only_what_they_may(name):
+    bad = greenserve_imports(all_modules()[name]) - BOUNDED[name]
+    assert not bad, f"{name} imports {sorted(bad)}"
+
+
+@pytest.mark.parametrize("name", ["greenserve.proxy", "greenserve.proxyproto"])
+def test_proxy_parsers_do_no_io(name):
+    forbidden = top_level(imports_of(all_modules()[name])) & IO_MODULES
+    assert not forbidden, f"{name} imports {sorted(forbidden)}"
+
+
+# The process layer: what each module may import of greenserve. sockets and systemd sit below
+# server (no hub); the supervisor forks before any hub exists, so it imports neither the hub nor
+# the server (the worker builds the server, and with it the hub, after the fork); cli sits on
+# top of everything.
+PROCESS_LAYER = {
+    "greenserve.systemd": {"greenserve.errors"},
+    "greenserve.sockets": {"greenserve.errors", "greenserve.addresses", "greenserve.config",
+                           "greenserve.systemd"},
+    "greenserve.configfile": {"greenserve.errors", "greenserve.config"},
+    "greenserve.signals": {"greenserve.server"},  # for type hints only
+    "greenserve.worker": {"greenserve._version", "greenserve.config", "greenserve.errors",
+                          "greenserve.metrics", "greenserve.server", "greenserve.signals",
+                          "greenserve.sockets", "greenserve.systemd", "greenserve.tls"},
+    "greenserve.pool": {"greenserve.worker"},  # WorkerInfo only
+    "greenserve.supervisor": {"greenserve.addresses", "greenserve.config", "greenserve.errors",
+                              "greenserve.metrics", "greenserve.pool", "greenserve.sockets",
+                              "greenserve.systemd", "greenserve.worker"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(PROCESS_LAYER))
+def test_process_layer_imports(name):
+    bad = greenserve_imports(all_modules()[name]) - PROCESS_LAYER[name]
+    assert not bad, f"{name} imports {sorted(bad)}"
+
+
+@pytest.mark.parametrize("name", ["greenserve.hub", "greenserve.gsocket", "greenserve.wsgi",
+                                  "greenserve.handler", "greenserve.server"])
+def test_the_serving_core_knows_no_processes(name):
+    bad = greenserve_imports(all_modules()[name]) & {
+        "greenserve.supervisor", "greenserve.worker", "greenserve.configfile", "greenserve.cli"}
+    assert not bad, f"{name} imports {sorted(bad)}"
+
+
+def test_only_cli_imports_cli():
+    users = [n for n, p in all_modules().items() if "greenserve.cli" in greenserve_imports(p)]
+    assert set(users) <= {"greenserve.__main__"}, users
+
+
+# The cooperative runtime sits on the hub, and the patch on the runtime. Each module lists every
+# greenserve module it may import ("greenserve" itself, from ``from . import x``, aside).
+RUNTIME_LAYER = {
+    "greenserve.threadpool": {"greenserve.hub"},
+    "greenserve.runtime": {"greenserve.hub", "greenserve.errors"},
+    "greenserve.guards": {"greenserve.hub", "greenserve.errors"},
+    "greenserve.watchdog": {"greenserve.hub"},
+    "greenserve.patch_socket": {"greenserve.hub", "greenserve.threadpool"},
+    "greenserve.patch_ssl": {"greenserve.patch_socket"},
+    "greenserve.patch_select": {"greenserve.hub"},
+    "greenserve.patch_local": {"greenserve.hub"},
+    "greenserve.patch": {"greenserve.patch_local", "greenserve.patch_select",
+                         "greenserve.patch_socket", "greenserve.patch_ssl", "greenserve.runtime"},
+}
+# Only these may import the patch: it is applied by the command line (or a Server asked to),
+# never by importing a module.
+PATCH_IMPORTERS = {"greenserve", "greenserve.cli", "greenserve.server"}
+
+
+@pytest.mark.parametrize("name", sorted(RUNTIME_LAYER))
+def test_runtime_layer_imports_only_what_is_below_it(name):
+    modules = all_modules()
+    assert name in modules, f"{name} is in the table but not in the package"
+    found = greenserve_imports(modules[name]) - {"greenserve"}
+    assert found <= RUNTIME_LAYER[name], f"{name} imports {sorted(found - RUNTIME_LAYER[name])}"
+
+
+def test_only_the_entry_points_import_the_patch():
+    importers = set()
+    for name, path in all_modules().items():
+        if name.startswith("greenserve.patch"):
+            continue
+        if any(m.startswith("greenserve.patch") for m in greenserve_imports(path)):
+            importers.add(name)
+    assert importers <= PATCH_IMPORTERS, sorted(importers - PATCH_IMPORTERS)
+
+
+def test_the_hub_imports_none_of_the_runtime():
+    assert greenserve_imports(PACKAGE / "hub.py") == {"greenserve.errors"}
 
 
 # -- typing -------------------------------------------------------------------------------------

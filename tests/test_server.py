@@ -179,3 +179,29 @@ def test_serve_function_blocks_until_stopped():
     hub.call_soon_threadsafe(hub.stop)
     thread.join(5)
     assert not thread.is_alive()
+
+
+def test_stop_answers_the_first_request_of_a_new_connection_and_closes_a_silent_one():
+    """A client that has just connected has its request on the way: a drain answers it (with
+    Connection: close) instead of resetting it; one that sends nothing is closed after a moment."""
+    server = Server(sleepy, bind="127.0.0.1:0", header_timeout=30)
+    server.start()
+    thread = run_in_thread(server)
+    host, port = server.addresses[0]
+    late = socket.create_connection((host, port), timeout=10)
+    silent = socket.create_connection((host, port), timeout=10)
+    assert wait_until(lambda: server.statistics()["connections_open"] == 2)
+    stopper = threading.Thread(target=server.stop, args=(10,))
+    stopper.start()
+    assert wait_until(lambda: server.statistics()["draining"])
+    late.sendall(b"GET /?0 HTTP/1.1\r\nHost: x\r\n\r\n")
+    resp = Reader(late).read_response()
+    assert (resp.status, resp.header("connection")) == (200, "close")
+    started = time.monotonic()
+    assert Reader(silent).at_eof(8)
+    assert time.monotonic() - started < 8  # well before its 30 s header timeout
+    stopper.join(10)
+    thread.join(5)
+    assert not thread.is_alive()
+    late.close()
+    silent.close()

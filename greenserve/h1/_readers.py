@@ -16,8 +16,9 @@ cannot change.
 
 from __future__ import annotations
 
+import functools
 import re
-from typing import NamedTuple, Optional, Union
+from typing import List, NamedTuple, Optional, Union
 
 from ..errors import RemoteProtocolError
 from . import _abnf
@@ -30,6 +31,8 @@ _MAX_CHUNK_LINE = 4096
 _MAX_CHUNK_SIZE_DIGITS = 16
 _MAX_LEADING_CRLF = 8
 _PEEK = 64  # bytes of an incomplete head checked for a request line that cannot be valid
+# NamedTuple construction without the generated Python-level __new__ (hot path).
+_new_request = functools.partial(tuple.__new__, Request)
 
 
 class Limits(NamedTuple):
@@ -61,7 +64,8 @@ def parse_fields(lines: list[bytes], limit: int) -> Headers:
             if line[:1] in (b" ", b"\t"):
                 raise RemoteProtocolError("obsolete line folding is not accepted")
             raise RemoteProtocolError("invalid header field line")
-        fields.append((m.group(1).lower(), m.group(2)))
+        name, value = m.groups()
+        fields.append((name.lower(), value))
     return tuple(fields)
 
 
@@ -110,10 +114,23 @@ def parse_request_line(line: bytes, limits: Limits) -> tuple[bytes, bytes, bytes
     if major != b"1":
         # RFC 9110 15.6.6: 505 for a major version the server does not support.
         raise RemoteProtocolError("HTTP version not supported", 505)
-    if target[:1] != b"/" or b"#" in target or method == b"CONNECT":
+    # (bytes.find, not "in": "in" first tries the operand as an int and builds a TypeError)
+    if target[:1] != b"/" or target.find(b"#") >= 0 or method == b"CONNECT":
         _check_target(method, target)  # all but the plain origin-form
     # RFC 9110 2.5: a higher minor version of HTTP/1 is treated as the highest we speak.
     return method, target, (b"1.0" if minor == b"0" else b"1.1")
+
+
+def _take_lines(buf: bytearray, end: int) -> List[bytes]:
+    """Remove the head that ends at ``end`` (its CRLFCRLF) from ``buf``; return its lines."""
+    if end + 4 == len(buf):  # the usual case: the buffer holds just this head
+        lines = bytes(buf).split(b"\r\n")
+        buf.clear()
+        del lines[-2:]  # the two empty strings that the final CRLFCRLF splits into
+        return lines
+    lines = bytes(buf[:end]).split(b"\r\n")
+    del buf[: end + 4]
+    return lines
 
 
 class HeadReader:
@@ -133,7 +150,7 @@ class HeadReader:
         self._skipped = 0
 
     def read(self, buf: bytearray) -> Union[Request, Signal]:
-        if buf[:2] == b"\r\n":
+        if buf.startswith(b"\r\n"):
             self._skip_leading_crlf(buf)
             self._scanned = 0
         scanned = self._scanned
@@ -142,29 +159,29 @@ class HeadReader:
             self._refuse_incomplete(buf)
             self._scanned = len(buf)
             return NEED_DATA
-        head = bytes(buf[:end])
-        del buf[: end + 4]
+        limits = self.limits
+        if end > limits.max_request_line + limits.max_header_bytes:
+            self._refuse_incomplete(buf)
+            raise RemoteProtocolError("request head too large", 431)
+        lines = _take_lines(buf, end)
         self._scanned = 0
+        line = lines[0]
+        parsed_line = False
         try:
-            return self._parse(head)
+            if len(line) > limits.max_request_line:
+                raise RemoteProtocolError("request line too long", 414)
+            method, target, version = parse_request_line(line, limits)
+            self.method = method
+            if end - len(line) > limits.max_header_bytes:
+                raise RemoteProtocolError("request header fields too large", 431)
+            del lines[0]
+            parsed_line = True
+            return _new_request((method, target, version, parse_fields(lines, limits.max_header_count)))
         except RemoteProtocolError:
             # The first fault in byte order decides, as it would for a head arriving in pieces.
+            head = b"\r\n".join([line, *lines] if parsed_line else lines)
             self._refuse_incomplete(bytearray(head + b"\r\n\r\n"))
             raise
-
-    def _parse(self, head: bytes) -> Request:
-        """Parse a complete head (without its final CRLF CRLF). Raises 400, 414, 431, 505."""
-        limits = self.limits
-        if len(head) > limits.max_request_line + limits.max_header_bytes:
-            raise RemoteProtocolError("request head too large", 431)
-        lines = head.split(b"\r\n")
-        if len(lines[0]) > limits.max_request_line:
-            raise RemoteProtocolError("request line too long", 414)
-        method, target, version = parse_request_line(lines[0], limits)
-        self.method = method
-        if len(head) - len(lines[0]) > limits.max_header_bytes:
-            raise RemoteProtocolError("request header fields too large", 431)
-        return Request(method, target, version, parse_fields(lines[1:], limits.max_header_count))
 
     def _skip_leading_crlf(self, buf: bytearray) -> None:
         # RFC 9112 2.2: a server SHOULD ignore at least one empty line before the request-line.

@@ -85,9 +85,13 @@ def plan_framing(
     status: int, head_request: bool, peer_http11: bool, content_length: Optional[int],
     length_hint: Optional[int],
 ) -> tuple[int, int]:
-    """Decide the framing of a response body. Returns (mode, length)."""
-    if head_request or status < 200 or status in (204, 304):
-        return NO_BODY, 0
+    """Decide the framing of a response body. Returns (mode, length). For a HEAD request the
+    length is the body's length if known (the GET response would carry it as Content-Length,
+    RFC 9110 9.3.2), else -1."""
+    if status < 200 or status in (204, 304):
+        return NO_BODY, -1
+    if head_request:
+        return NO_BODY, -1 if length_hint is None or content_length is not None else length_hint
     if content_length is not None:
         return LENGTH, content_length
     if length_hint is not None:
@@ -97,31 +101,51 @@ def plan_framing(
     return CLOSE_DELIMITED, 0
 
 
+_status_lines: Dict[Tuple[int, bytes], bytes] = {}
+
+
+def status_line(status: int, reason: bytes) -> bytes:
+    """Return the status line (cached per status and reason). Raises LocalProtocolError."""
+    key = (status, reason)
+    line = _status_lines.get(key)
+    if line is None:
+        if _VALUE.fullmatch(reason) is None:
+            # RFC 9112 4: reason-phrase = 1*( HTAB / SP / VCHAR / obs-text )
+            raise LocalProtocolError("invalid character in the reason phrase", 500)
+        line = b"HTTP/1.1 %d %s\r\n" % (status, reason)
+        if len(_status_lines) >= _MAX_CHECKED:
+            _status_lines.clear()
+        _status_lines[key] = line
+    return line
+
+
 def build_head(
     status: int, reason: bytes, app: AppHead, mode: int, length: int, *, keep_alive: bool,
     peer_http11: bool, default_lines: bytes,
 ) -> bytes:
     """Return the response head. ``default_lines`` carries the Date and Server fields."""
-    if _VALUE.fullmatch(reason) is None:
-        # RFC 9112 4: reason-phrase = 1*( HTAB / SP / VCHAR / obs-text )
-        raise LocalProtocolError("invalid character in the reason phrase", 500)
-    parts = [b"HTTP/1.1 %d %s\r\n" % (status, reason), app.lines]
+    fields = app.lines
     if status == 204 or status < 200:
         # RFC 9110 8.6: a server MUST NOT send Content-Length in a 1xx or 204 response.
-        parts[1] = _drop_content_length(app.lines) if app.content_length is not None else app.lines
-    elif mode == LENGTH and app.content_length is None:
-        parts.append(b"Content-Length: %d\r\n" % length)
+        if app.content_length is not None:
+            fields = _drop_content_length(fields)
+    elif mode == LENGTH:
+        if app.content_length is None:
+            fields += b"Content-Length: %d\r\n" % length
     elif mode == CHUNKED:
-        parts.append(b"Transfer-Encoding: chunked\r\n")
+        fields += b"Transfer-Encoding: chunked\r\n"
+    elif mode == NO_BODY and length >= 0:
+        # HEAD: the Content-Length a GET would have had (RFC 9110 9.3.2, 8.6).
+        fields += b"Content-Length: %d\r\n" % length
     if app.has_date or app.has_server:
         default_lines = _without_app_fields(default_lines, app)
-    parts.append(default_lines)
     if not keep_alive:
-        parts.append(b"Connection: close\r\n")
+        end = b"Connection: close\r\n\r\n"
     elif not peer_http11:
-        parts.append(b"Connection: keep-alive\r\n")
-    parts.append(b"\r\n")
-    return b"".join(parts)
+        end = b"Connection: keep-alive\r\n\r\n"
+    else:
+        end = b"\r\n"
+    return b"".join((status_line(status, reason), fields, default_lines, end))
 
 
 def _without_app_fields(default_lines: bytes, app: AppHead) -> bytes:

@@ -53,9 +53,17 @@ _REQUEST_STEPS = {
 }
 _RESPONSE_STEPS = {
     (ResponseState.IDLE, "head"): ResponseState.BODY,
+    (ResponseState.IDLE, "whole"): ResponseState.DONE,
     (ResponseState.BODY, "end"): ResponseState.DONE,
     (ResponseState.DONE, "next-cycle"): ResponseState.IDLE,
 }
+
+
+# Module-level names for the states used per request: an attribute of an Enum class goes
+# through EnumType.__getattr__ (slow on Python 3.11); a global is a dict lookup.
+_REQ_IDLE, _REQ_BODY, _REQ_CLOSED, _REQ_ERROR = (
+    RequestState.IDLE, RequestState.BODY, RequestState.CLOSED, RequestState.ERROR)
+_RESP_IDLE = ResponseState.IDLE
 
 
 class H1Connection:
@@ -68,8 +76,8 @@ class H1Connection:
 
     def __init__(self, limits: Limits = Limits()) -> None:
         self.limits = limits
-        self.request_state = RequestState.IDLE
-        self.response_state = ResponseState.IDLE
+        self.request_state = _REQ_IDLE
+        self.response_state = _RESP_IDLE
         self.request: Optional[Request] = None
         self.info: Optional[headers.HeadInfo] = None
         self.keep_alive = True
@@ -100,6 +108,8 @@ class H1Connection:
         if self._error is not None:
             raise self._error
         try:
+            if self.request_state is _REQ_IDLE:
+                return self._read_head()
             return self._next_event()
         except RemoteProtocolError as exc:
             self._fail(exc)
@@ -107,7 +117,7 @@ class H1Connection:
 
     def _next_event(self) -> Event:
         state = self.request_state
-        if state is RequestState.BODY:
+        if state is _REQ_BODY:
             assert self._body is not None
             event = self._body.read(self._buf)
             if event is NEED_DATA and self._eof:
@@ -115,9 +125,7 @@ class H1Connection:
             if type(event) is EndOfMessage:
                 self._step_request("end")
             return event
-        if state is RequestState.IDLE:
-            return self._read_head()
-        if state is RequestState.CLOSED:
+        if state is _REQ_CLOSED:
             return ConnectionClosed()
         return PAUSED
 
@@ -146,7 +154,7 @@ class H1Connection:
 
     def _fail(self, exc: RemoteProtocolError) -> None:
         self._error = exc
-        self.request_state = RequestState.ERROR
+        self.request_state = _REQ_ERROR
         self.keep_alive = False
         self._buf.clear()
 
@@ -162,7 +170,7 @@ class H1Connection:
     @property
     def body_pending(self) -> bool:
         """True while the request body has not been read to its end."""
-        return self.request_state is RequestState.BODY
+        return self.request_state is _REQ_BODY
 
     @property
     def body_remaining(self) -> Optional[int]:
@@ -176,7 +184,7 @@ class H1Connection:
         """True if the client waits for 100 Continue that was not sent yet."""
         return bool(
             self.info is not None and self.info.expect_continue and not self.continue_sent
-            and self.body_pending and self.response_state is ResponseState.IDLE
+            and self.body_pending and self.response_state is _RESP_IDLE
         )
 
     # -- output -----------------------------------------------------------------------------
@@ -194,6 +202,15 @@ class H1Connection:
     ) -> bytes:
         """Build the response head. Raises LocalProtocolError for an illegal app header."""
         app = _writers.check_app_headers(app_headers)
+        return self.send_head(status, reason, app, default_lines, length_hint=length_hint,
+                              close=close)
+
+    def send_head(
+        self, status: int, reason: bytes, app: _writers.AppHead, default_lines: bytes, *,
+        length_hint: Optional[int] = None, close: bool = False,
+    ) -> bytes:
+        """Build the response head from app headers already checked by ``check_app_headers``.
+        Raises LocalProtocolError for an illegal reason phrase or out of turn."""
         request = self.request
         peer_http11 = request is None or request.http_version == b"1.1"
         # The method is known even when the head failed after a valid request-line: an error
@@ -212,6 +229,34 @@ class H1Connection:
             status, reason, app, mode, length, keep_alive=self.keep_alive,
             peer_http11=peer_http11, default_lines=default_lines,
         )
+
+    def send_whole(
+        self, status: int, reason: bytes, app: _writers.AppHead, default_lines: bytes,
+        body: bytes, *, close: bool = False,
+    ) -> bytes:
+        """Head, body and end of a response whose body is known in full, as one buffer (the
+        body gives the Content-Length unless the app set one). Raises as ``send_head`` and
+        ``send_eom``; surplus past the app's Content-Length is cut (``response_overflowed``)."""
+        request = self.request
+        length = app.content_length
+        if (
+            request is None or close or not self.keep_alive or request.method == b"HEAD"
+            or status < 200 or status in (204, 304)
+            or (length is not None and length != len(body))
+            or self.response_state is not _RESP_IDLE or self.continue_expected
+        ):
+            # Anything unusual takes the general path, which frames it.
+            head = self.send_head(status, reason, app, default_lines, length_hint=len(body),
+                                  close=close)
+            assert self._writer is not None
+            payload = self._writer.frame(body)
+            return head + payload + self.send_eom()
+        # The usual response: kept alive, Content-Length framing, the body as it is.
+        self._step_response("whole")
+        return _writers.build_head(
+            status, reason, app, _writers.LENGTH, len(body), keep_alive=True,
+            peer_http11=request.http_version == b"1.1", default_lines=default_lines,
+        ) + body
 
     def send_data(self, data: bytes) -> bytes:
         """Frame a body piece. Surplus past Content-Length is cut; see ``response_overflowed``."""

@@ -8,6 +8,7 @@ connection. Anything ambiguous is refused (RFC 9112 6.3 lists the framing rules;
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple, Optional
 
 from ..errors import RemoteProtocolError
@@ -81,18 +82,31 @@ def _check_host(values: list[bytes], http11: bool) -> None:
         raise RemoteProtocolError("invalid Host header")
 
 
+_FRAMING_FIELDS = frozenset(
+    [b"content-length", b"transfer-encoding", b"host", b"connection", b"expect"])
+# Building a NamedTuple without its generated Python-level __new__ (hot path).
+_new_info = functools.partial(tuple.__new__, HeadInfo)
+_PLAIN = HeadInfo(NO_BODY, 0, True, False)  # an HTTP/1.1 request with one Host and no body
+
+
 def analyse(headers: Headers, http11: bool, max_body: int) -> HeadInfo:
     """Check the framing-related fields of a request head.
 
     Returns the body framing and connection wishes. Raises RemoteProtocolError with 400, 413,
     417 or 501 as its status hint.
     """
+    special = [field for field in headers if field[0] in _FRAMING_FIELDS]
+    if http11 and len(special) == 1 and special[0][0] == b"host":
+        # The usual request: only a Host among the fields that matter here.
+        if _abnf.HOST.fullmatch(special[0][1]) is None:
+            raise RemoteProtocolError("invalid Host header")
+        return _PLAIN
     cl: list[bytes] = []
     te: list[bytes] = []
     host: list[bytes] = []
     connection: Optional[list[bytes]] = None
     expect: Optional[bytes] = None
-    for name, value in headers:
+    for name, value in special:
         if name == b"content-length":
             cl.append(value)
         elif name == b"transfer-encoding":
@@ -101,7 +115,7 @@ def analyse(headers: Headers, http11: bool, max_body: int) -> HeadInfo:
             host.append(value)
         elif name == b"connection":
             connection = (connection or []) + _tokens(value, "Connection")
-        elif name == b"expect":
+        else:  # expect
             expect = value.lower() if expect is None else expect + b"," + value.lower()
     _check_host(host, http11)
     if te and cl:
@@ -123,4 +137,4 @@ def analyse(headers: Headers, http11: bool, max_body: int) -> HeadInfo:
             raise RemoteProtocolError("unsupported expectation", 417)
         # RFC 9110 10.1.1: a 100-continue expectation in an HTTP/1.0 request is ignored.
         expect_continue = http11 and framing != NO_BODY
-    return HeadInfo(framing, length, keep_alive, expect_continue)
+    return _new_info((framing, length, keep_alive, expect_continue))

@@ -285,3 +285,18 @@ def test_continue_again_for_the_next_request() -> None:
     conn.start_next_cycle()
     assert isinstance(conn.next_event(), Request)
     assert conn.send_continue() == CONTINUE
+
+
+def test_head_response_gets_the_length_a_get_would_have() -> None:
+    """RFC 9110 9.3.2: when the server knows the body's length (length_hint), HEAD gets the
+    Content-Length that GET would carry; an app's own Content-Length is kept as it is."""
+    conn = connection(HEAD11)
+    assert conn.send_response(200, b"OK", [(b"X-A", b"1")], b"", length_hint=7) == (
+        b"HTTP/1.1 200 OK\r\nX-A: 1\r\nContent-Length: 7\r\n\r\n")
+    assert conn.send_eom() == b""
+    conn = connection(HEAD11)
+    assert conn.send_response(200, b"OK", CL5, b"", length_hint=7) == (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")
+    conn = connection(b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert b"content-length" not in conn.send_response(304, b"Not Modified", [], b"",
+                                                       length_hint=7).lower()

@@ -1,0 +1,184 @@
+"""Metrics: the endpoint scraped and parsed by prometheus_client's own parser, counters summed
+across forked processes writing their own slots, gauges reset for a replacement worker, and the
+option checks."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import threading
+import time
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from greenserve import ConfigError, Server
+from greenserve.metrics import BUCKETS, MetricsStore
+
+from conftest import Proc, Reader, connect, run_to_end, wait_until
+
+
+def scrape(url):
+    resp = requests.get(url, timeout=10)
+    assert resp.status_code == 200
+    assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    samples = {}
+    for family in text_string_to_metric_families(resp.text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def value(samples, name, **labels):
+    return samples.get((name, tuple(sorted(labels.items()))), 0)
+
+
+def test_endpoint_counts_requests_by_code_latency_and_errors(serve):
+    release = threading.Event()
+
+    def app(environ, start_response):
+        path = environ["PATH_INFO"]
+        if path == "/boom":
+            raise RuntimeError("boom")
+        if path == "/slow":
+            while not release.is_set():
+                environ["greenserve.sleep"](0.01)
+        start_response("404 Not Found" if path == "/missing" else "200 OK",
+                       [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    server = serve(app, metrics_bind="127.0.0.1:0")
+    url = server.server.metrics_url
+    assert url and re.fullmatch(r"http://127\.0\.0\.1:\d+/metrics", url)
+    for path, status in (("/", 200), ("/", 200), ("/", 200), ("/missing", 404),
+                         ("/missing", 404), ("/boom", 500)):
+        assert requests.get(server.url + path, timeout=10).status_code == status
+    with connect(server) as sock:  # refused by the parser: counted, but not by the app
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")
+        assert Reader(sock).read_response().status == 400
+    slow = threading.Thread(target=requests.get, args=(server.url + "/slow",),
+                            kwargs={"timeout": 30})
+    slow.start()
+    try:
+        assert wait_until(lambda: value(scrape(url), "greenserve_requests_in_flight") == 1)
+        samples = scrape(url)
+        assert value(samples, "greenserve_connections_open") >= 1
+    finally:
+        release.set()
+        slow.join(30)
+    # The last request is counted just after its response went out: wait for it.
+    assert wait_until(lambda: value(scrape(url), "greenserve_request_duration_seconds_count") == 7)
+    samples = scrape(url)
+    assert value(samples, "greenserve_requests_total", code="200") == 4
+    assert value(samples, "greenserve_requests_total", code="404") == 2
+    assert value(samples, "greenserve_requests_total", code="500") == 1
+    assert value(samples, "greenserve_requests_total", code="400") == 1
+    assert value(samples, "greenserve_protocol_errors_total") == 1
+    assert value(samples, "greenserve_requests_in_flight") == 0
+    assert value(samples, "greenserve_connections_total") >= 8
+    name = "greenserve_request_duration_seconds"
+    assert value(samples, name + "_count") == 7
+    buckets = [value(samples, name + "_bucket", le=le) for le in
+               [str(b) for b in BUCKETS] + ["+Inf"]]
+    assert buckets == sorted(buckets) and buckets[-1] == 7
+    assert value(samples, name + "_sum") > 0
+    assert requests.get(url.replace("/metrics", "/other"), timeout=10).status_code == 404
+    assert requests.head(url, timeout=10).status_code == 200
+
+
+def test_slots_written_by_forked_processes_are_summed():
+    store = MetricsStore.create(3)
+
+    def child(index, requests_done, leave_in_flight):
+        pid = os.fork()
+        if pid == 0:  # the child: write our slot only, then leave at once
+            try:
+                slot = store.slot(index)
+                for i in range(requests_done):
+                    slot.connection_opened()
+                    slot.request_started()
+                    slot.request_finished(200 if i % 2 else 503, 0.003)
+                    slot.connection_closed()
+                for _ in range(leave_in_flight):
+                    slot.connection_opened()
+                    slot.request_started()  # dies mid-request
+                slot.blocked_loop_incident()
+            finally:
+                os._exit(0)
+        assert os.waitpid(pid, 0)[1] == 0
+
+    child(0, 10, leave_in_flight=2)
+    child(1, 5, leave_in_flight=0)
+    samples = {}
+    for family in text_string_to_metric_families(store.render()):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    assert value(samples, "greenserve_requests_total", code="200") == 5 + 2
+    assert value(samples, "greenserve_requests_total", code="503") == 5 + 3
+    assert value(samples, "greenserve_requests_in_flight") == 2
+    assert value(samples, "greenserve_connections_open") == 2
+    assert value(samples, "greenserve_blocked_loop_incidents_total") == 2
+    assert value(samples, "greenserve_request_duration_seconds_bucket", le="0.005") == 15
+    assert value(samples, "greenserve_request_duration_seconds_bucket", le="0.0025") == 0
+    # A replacement for worker 0 takes its slot: the dead worker's gauges go, counters stay.
+    child(0, 1, leave_in_flight=0)
+    totals = store.render()
+    assert "greenserve_requests_in_flight 0\n" in totals
+    assert "greenserve_connections_open 0\n" in totals
+    assert 'greenserve_requests_total{code="503"} 9\n' in totals
+    assert "greenserve_blocked_loop_incidents_total 3\n" in totals
+    with pytest.raises(IndexError):
+        store.slot(3)
+
+
+def test_tls_handshake_failures_are_counted(serve, tls_files):
+    server = serve(lambda e, s: [], certfile=tls_files.cert, keyfile=tls_files.key,
+                   ca_certs=tls_files.ca, cert_reqs="required", metrics_bind="127.0.0.1:0")
+    with pytest.raises((requests.exceptions.SSLError, requests.exceptions.ConnectionError)):
+        requests.get(server.url, verify=tls_files.ca, timeout=10)
+    url = server.server.metrics_url
+    assert wait_until(
+        lambda: value(scrape(url), "greenserve_tls_handshake_failures_total") == 1)
+
+
+def test_metrics_bind_in_use_names_the_option_and_releases_the_listeners():
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    try:
+        server = Server(lambda e, s: [], bind="127.0.0.1:0",
+                        metrics_bind="127.0.0.1:%d" % holder.getsockname()[1])
+        with pytest.raises(ConfigError) as info:
+            server.start()
+        assert info.value.option == "metrics_bind"
+        assert server.listeners == []
+    finally:
+        holder.close()
+
+
+@pytest.mark.parametrize("value_", ["nowhere", "unix:/tmp/metrics.sock", "[::1]"])
+def test_bad_metrics_bind_is_one_line_and_exit_2(value_):
+    done = run_to_end("examples.hello:app", "--metrics-bind", value_)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--metrics-bind" in lines[0], done.stderr
+
+
+def test_cli_serves_metrics():
+    proc = Proc("examples.hello:app", "--bind", "127.0.0.1:0", "--metrics-bind", "127.0.0.1:0")
+    try:
+        metrics = proc.wait_for(re.compile(r"metrics on (http://\S+)"))[1]
+        assert requests.get(proc.url(), timeout=10).status_code == 200
+        # A request is counted just after its response is sent: the scrape (another thread of
+        # the server) may come in between, so poll with a deadline.
+        deadline = time.monotonic() + 10
+        while value(scrape(metrics), "greenserve_requests_total", code="200") != 1:
+            assert time.monotonic() < deadline, "the request was never counted"
+            time.sleep(0.01)
+        assert proc.stop() == 0
+    finally:
+        if proc.proc.poll() is None:
+            proc.proc.kill()
+            proc.proc.wait(5)
