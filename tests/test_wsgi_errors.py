@@ -373,7 +373,8 @@ def test_exc_info_after_the_head_reraises_and_aborts(serve, caplog):
 def test_an_app_that_blocks_the_loop_delays_others_but_all_complete(serve):
     """A plain time.sleep() blocks every request on the server (README: a blocking call
     blocks the hub). The defined outcome: the blocked request and every request that waited
-    behind it complete once it returns, and the server serves normally afterwards."""
+    behind it complete once it returns, and the server serves normally afterwards. (The
+    blocked-loop watchdog's report of such a block is tested in test_watchdog.py.)"""
     entered = threading.Event()
 
     def app(environ, start_response):
