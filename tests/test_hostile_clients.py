@@ -21,6 +21,7 @@ import http.client
 import json
 import os
 import selectors
+import shutil
 import socket
 import ssl
 import struct
@@ -508,10 +509,12 @@ def test_an_http2_client_on_the_plain_port_gets_505(target):
                 resp = reader.read_response()
                 assert resp.status == 505 and resp.header("connection") == "close"
                 assert reader.at_eof()
-        curl = subprocess.run(
-            ["curl", "-sS", "--http2-prior-knowledge", "--max-time", "5",
-             f"http://{server.host}:{server.port}/"], capture_output=True, text=True, timeout=30)
-        assert curl.returncode != 0 and "Hello" not in curl.stdout
+        if shutil.which("curl"):  # .ci/run installs it; without it the raw preface suffices
+            curl = subprocess.run(
+                ["curl", "-sS", "--http2-prior-knowledge", "--max-time", "5",
+                 f"http://{server.host}:{server.port}/"], capture_output=True, text=True,
+                timeout=30)
+            assert curl.returncode != 0 and "Hello" not in curl.stdout
     probe.check(100, per_connection=32 << 10)
     assert_recovered(server)
 
