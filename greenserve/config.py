@@ -218,6 +218,10 @@ class Config:
     body_timeout: float = option(
         30.0, "seconds the request body may stall between reads", parse=parse_seconds,
         check=_positive, metavar="SECONDS")
+    min_body_rate: int = option(
+        500, "lowest average rate, in bytes per second, at which a request body must keep "
+        "arriving once it has had --body-timeout seconds (slower: 408); 0 turns it off",
+        parse=parse_size, check=_not_negative, metavar="BYTES")
     keepalive_timeout: float = option(
         15.0, "seconds an idle keep-alive connection is kept open", parse=parse_seconds,
         check=_positive, metavar="SECONDS")

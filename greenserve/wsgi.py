@@ -131,56 +131,79 @@ def _split_absolute_form(target: bytes) -> Tuple[bytes, bytes]:
 class Input:
     """``wsgi.input``: reads the request body through ``read_chunk`` and never past its end.
 
-    Reading may switch greenlets. A body cut short by the client raises ClientDisconnected."""
+    Reading may switch greenlets. A body cut short by the client raises ClientDisconnected.
+    Every method runs in time linear in the bytes it returns plus those it receives: pieces
+    are gathered once, and what is left of a piece is kept with an offset instead of being
+    copied again (a body of a million one-byte chunks must not cost a million copies of a
+    growing buffer)."""
 
-    __slots__ = ("_read_chunk", "_buf", "_eof")
+    __slots__ = ("_read_chunk", "_buf", "_pos", "_eof")
 
     def __init__(self, read_chunk: Callable[[], bytes]) -> None:
         self._read_chunk = read_chunk
-        self._buf = b""
+        self._buf = b""  # received and not yet returned from _pos on
+        self._pos = 0
         self._eof = False
 
-    def _fill(self) -> bool:
-        """Append the next chunk to the buffer. Returns False at the end of the body."""
+    def _next(self) -> bytes:
+        """The next piece of body, b"" at its end. May switch."""
         if self._eof:
-            return False
+            return b""
         chunk = self._read_chunk()
         if not chunk:
             self._eof = True
-            return False
-        self._buf += chunk
-        return True
+        return chunk
 
-    def read(self, size: Optional[int] = -1) -> bytes:
-        if size is None or size < 0:
-            while self._fill():
-                pass
-            data, self._buf = self._buf, b""
-            return data
-        while len(self._buf) < size and self._fill():
-            pass
-        data, self._buf = self._buf[:size], self._buf[size:]
+    def _collect(self, want: int, line: bool) -> bytes:
+        """The unread rest and further pieces until ``want`` bytes (if >= 0), the end of a
+        line (if ``line``) or the end of the body; what comes after is kept. One piece is
+        returned as it is; more are gathered in a bytearray (amortised linear). May switch."""
+        buf, pos = self._buf, self._pos
+        data = buf[pos:] if pos else buf
+        gathered: Optional[bytearray] = None
+        have, end = len(data), -1
+        while (want < 0 or have < want) and end < 0:
+            chunk = self._next()
+            if not chunk:
+                break
+            if line:
+                nl = chunk.find(b"\n")
+                end = have + nl + 1 if nl >= 0 else -1
+            if not data:
+                data = chunk
+            elif gathered is None:
+                gathered = bytearray(data)
+                gathered += chunk
+            else:
+                gathered += chunk
+            have += len(chunk)
+        if gathered is not None:
+            data = bytes(gathered)
+        cut = want if end < 0 or 0 <= want < end else end
+        if 0 <= cut < len(data):
+            self._buf, self._pos = data, cut
+            return data[:cut]
+        self._buf, self._pos = b"", 0
         return data
 
+    def read(self, size: Optional[int] = -1) -> bytes:
+        want = -1 if size is None or size < 0 else size
+        buf, pos = self._buf, self._pos
+        if 0 <= want <= len(buf) - pos:
+            self._pos = pos + want
+            return buf[pos : pos + want]
+        return self._collect(want, False)
+
     def readline(self, size: Optional[int] = -1) -> bytes:
-        limit = -1 if size is None else size
-        start = 0
-        while True:
-            nl = self._buf.find(b"\n", start)
-            if nl >= 0:
-                end = nl + 1
-                break
-            if 0 <= limit <= len(self._buf):
-                end = limit
-                break
-            start = len(self._buf)
-            if not self._fill():
-                end = len(self._buf)
-                break
-        if 0 <= limit < end:
-            end = limit
-        line, self._buf = self._buf[:end], self._buf[end:]
-        return line
+        limit = -1 if size is None or size < 0 else size
+        buf, pos = self._buf, self._pos
+        stop = len(buf) if limit < 0 else min(len(buf), pos + limit)
+        nl = buf.find(b"\n", pos, stop)
+        if nl >= 0 or stop - pos == limit:
+            end = nl + 1 if nl >= 0 else stop
+            self._pos = end
+            return buf[pos:end]
+        return self._collect(limit, True)
 
     def readlines(self, hint: Optional[int] = -1) -> List[bytes]:
         lines: List[bytes] = []
@@ -205,7 +228,7 @@ class Input:
 
     @property
     def at_end(self) -> bool:
-        return self._eof and not self._buf
+        return self._eof and self._pos >= len(self._buf)
 
 
 EMPTY_INPUT = Input(lambda: b"")  # stateless: wsgi.input of every request without a body

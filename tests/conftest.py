@@ -142,6 +142,23 @@ class Reader:
             return False
 
 
+def responses(raw: bytes, strict: bool = False) -> List[RawResponse]:
+    """Every whole response in ``raw`` (what one connection received before EOF). ``strict``:
+    anything that is not a whole, well-framed response raises instead of ending the list."""
+    reader = Reader(None)  # type: ignore[arg-type]
+    reader.buf = raw
+    reader._fill = lambda: False  # type: ignore[method-assign]
+    found = []
+    while reader.buf:
+        try:
+            found.append(reader.read_response())
+        except (EOFError, AssertionError, ValueError):
+            if strict:
+                raise
+            break
+    return found
+
+
 def request(server: RunningServer, raw: bytes, head_request: bool = False) -> RawResponse:
     """Send raw bytes on a new connection and read one response."""
     with connect(server) as sock:
@@ -313,6 +330,28 @@ class Proc:
 
     def send(self, sig: int) -> None:
         self.proc.send_signal(sig)
+
+    def address(self) -> Tuple[str, int]:
+        """(host, port) from the "listening on" line."""
+        host, port = self.url().split("://", 1)[1].rsplit(":", 1)
+        return host.strip("[]"), int(port)
+
+    def rss(self) -> int:
+        """Resident memory of the server process in bytes (Linux /proc)."""
+        with open(f"/proc/{self.proc.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS")
+
+    def fds(self) -> int:
+        """Open file descriptors of the server process (Linux /proc)."""
+        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
+
+    def tracebacks(self) -> List[str]:
+        """Lines of its error log that start a traceback or report an internal error."""
+        with self._seen:
+            return [line for line in self.lines if "Traceback" in line or "internal error" in line]
 
     def stop(self) -> int:
         if self.proc.poll() is None:

@@ -330,8 +330,8 @@ def test_body_timeout_after_response_started_closes(serve):
 
 def test_body_timeout_is_per_read_not_per_body(serve):
     """A slow but steady body (one byte every 0.1 s, 1.2 s in all) outlives a 0.5 s body
-    timeout: the timeout bounds a stall, not the whole upload."""
-    server = serve(echo_app, body_timeout=0.5, header_timeout=0.3)
+    timeout: the timeout bounds a stall, not the whole upload (min_body_rate is off here)."""
+    server = serve(echo_app, body_timeout=0.5, header_timeout=0.3, min_body_rate=0)
     body = b"0123456789ab"
     with connect(server) as sock:
         sock.sendall(b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body))
@@ -341,6 +341,71 @@ def test_body_timeout_is_per_read_not_per_body(serve):
         sock.sendall(body[-1:])
         sock.settimeout(5)
         assert Reader(sock).read_response().body == b"/slow|" + body
+
+
+# -- min_body_rate ---------------------------------------------------------------------------------
+
+
+def trickle_body(sock, body: bytes, every: float) -> bool:
+    """Send ``body`` a byte at a time, pausing ``every`` seconds (cut short if the server
+    speaks). Returns True if all of it was sent before the server answered."""
+    for i in range(len(body)):
+        try:
+            sock.sendall(body[i:i + 1])
+        except (BrokenPipeError, ConnectionResetError):
+            return False
+        if wait_readable(sock, every):
+            return i == len(body) - 1
+    return True
+
+
+def test_min_body_rate_cuts_off_a_body_that_never_stalls(serve):
+    """One byte every 0.1 s never stalls for the 0.5 s body timeout, but 10 bytes/s is under
+    the 100 bytes/s minimum: cut off (408) once the 0.5 s of grace and the credit of what
+    arrived (~0.1 s) are used up."""
+    server = serve(echo_app, body_timeout=0.5, min_body_rate=100)
+    with connect(server) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
+        started = time.monotonic()
+        assert not trickle_body(sock, b"x" * 100, 0.1)
+        elapsed = time.monotonic() - started
+        expect_rejection(sock, 408)
+    assert 0.4 <= elapsed < 3
+
+
+def test_min_body_rate_lets_a_slow_body_above_the_rate_through(serve):
+    """200 bytes/s for 1.5 s, three times the 0.5 s body timeout, is above the minimum."""
+    server = serve(echo_app, body_timeout=0.5, min_body_rate=100)
+    body = b"0123456789" * 30
+    with connect(server) as sock:
+        sock.sendall(b"POST /ok HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body))
+        for i in range(0, len(body) - 10, 10):
+            sock.sendall(body[i:i + 10])
+            assert not wait_readable(sock, 0.05), "cut off above the minimum rate"
+        sock.sendall(body[-10:])
+        sock.settimeout(5)
+        assert Reader(sock).read_response().body == b"/ok|" + body
+
+
+def test_min_body_rate_applies_to_chunked_bodies_and_to_draining(serve):
+    """A chunked body of one-byte chunks the app does not read: the server's drain of it is
+    held to the minimum rate too, and the connection is closed."""
+    server = serve(quick_app, body_timeout=0.5, min_body_rate=200)
+    with connect(server) as sock:
+        sock.sendall(b"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        reader = Reader(sock)
+        sock.settimeout(5)
+        assert reader.read_response().body == b"/x"
+        started = time.monotonic()
+        for _ in range(100):
+            try:
+                sock.sendall(b"1\r\nx\r\n")
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            if wait_readable(sock, 0.05):
+                break
+        assert reader.at_eof(5)
+        assert time.monotonic() - started < 3
 
 
 # -- keepalive_timeout (RFC 9112 9.5) ------------------------------------------------------------

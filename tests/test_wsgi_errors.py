@@ -8,6 +8,8 @@ These apps break the rules on purpose, so they run with validate=False.
 from __future__ import annotations
 
 import logging
+import socket
+import sys
 
 import pytest
 
@@ -122,6 +124,40 @@ def body_before_start_response(environ, start_response):
     return iter([b"body"])
 
 
+def returns_int(environ, start_response):
+    start_response("200 OK", list(TEXT))
+    return 42
+
+
+def returns_bytes(environ, start_response):
+    # Iterating bytes gives ints (PEP 3333: the app must return an iterable of bytes).
+    start_response("200 OK", list(TEXT))
+    return b"body"
+
+
+def returns_str(environ, start_response):
+    start_response("200 OK", list(TEXT))
+    return "text, not bytes"
+
+
+class _IterRaises:
+    def __iter__(self):
+        raise RuntimeError("no iterator today")
+
+
+def iter_raises(environ, start_response):
+    start_response("200 OK", list(TEXT))
+    return _IterRaises()
+
+
+def raises_system_exit(environ, start_response):
+    raise SystemExit(3)
+
+
+def raises_keyboard_interrupt(environ, start_response):
+    raise KeyboardInterrupt
+
+
 BAD_APPS = {
     "status-bytes": status_not_str,
     "status-no-reason-space": app_starting("200", list(TEXT)),
@@ -160,6 +196,12 @@ BAD_APPS = {
     "raises-after-start-response": raises_after_start_response,
     "raises-in-iteration": raises_in_iteration,
     "body-before-start-response": body_before_start_response,
+    "returns-int": returns_int,
+    "returns-bytes": returns_bytes,
+    "returns-str": returns_str,
+    "iter-raises": iter_raises,
+    "raises-system-exit": raises_system_exit,
+    "raises-keyboard-interrupt": raises_keyboard_interrupt,
 }
 
 
@@ -268,3 +310,165 @@ def test_content_length_longer_than_the_body_aborts(serve, caplog):
     assert body == b"only this"  # the client sees a short body, then EOF
     assert any(r.name == "greenserve.error" for r in caplog.records)
     assert request(server, b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n").body == b"fine"
+
+
+# -- misbehaving beyond PEP 3333: close() that raises, exc_info late, blocking, leaking ----------
+
+import threading  # noqa: E402
+import time  # noqa: E402
+
+from conftest import wait_until  # noqa: E402
+from greenserve import Server  # noqa: E402
+from greenserve.hub import get_hub  # noqa: E402
+
+
+def test_close_that_raises_is_logged_and_the_connection_goes_on(serve, caplog):
+    """PEP 3333 makes the server call close(); if close() itself fails, the response that was
+    sent whole stands, the error is logged, and the connection is still usable."""
+    caplog.set_level(logging.ERROR, logger="greenserve.error")
+
+    class Body:
+        def __iter__(self):
+            yield b"complete"
+
+        def close(self):
+            raise OSError("close failed")
+
+    def app(environ, start_response):
+        start_response("200 OK", TEXT + [("Content-Length", "8")])
+        return Body()
+
+    server = serve(with_ok_route(app), validate=False)
+    with connect(server, timeout=5) as sock:
+        reader = Reader(sock)
+        sock.sendall(GET)
+        assert reader.read_response().body == b"complete"
+        sock.sendall(b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert reader.read_response().body == b"fine"
+    assert any("close()" in r.getMessage() for r in caplog.records)
+
+
+def test_exc_info_after_the_head_reraises_and_aborts(serve, caplog):
+    """PEP 3333: start_response(..., exc_info) after the head went out re-raises the app's
+    error; the server can only abort the connection."""
+    caplog.set_level(logging.ERROR, logger="greenserve.error")
+
+    def app(environ, start_response):
+        write = start_response("200 OK", list(TEXT))
+        write(b"partial")
+        try:
+            raise ValueError("late failure")
+        except ValueError:
+            start_response("500 Internal Server Error", list(TEXT), sys.exc_info())
+        return [b"never"]
+
+    server = serve(with_ok_route(app), validate=False)
+    raw = raw_exchange(server)
+    assert raw.startswith(b"HTTP/1.1 200 OK\r\n") and b"partial" in raw
+    assert b"never" not in raw and b"500" not in raw and not raw.endswith(b"0\r\n\r\n")
+    assert any(r.exc_info and r.exc_info[0] is ValueError for r in caplog.records)
+    assert request(server, b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n").body == b"fine"
+
+
+def test_an_app_that_blocks_the_loop_delays_others_but_all_complete(serve):
+    """A plain time.sleep() blocks every request on the server (README: a blocking call
+    blocks the hub). The defined outcome: the blocked request and every request that waited
+    behind it complete once it returns, and the server serves normally afterwards. (The
+    blocked-loop watchdog's report of such a block is tested in test_watchdog.py.)"""
+    entered = threading.Event()
+
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/block":
+            entered.set()
+            time.sleep(0.5)
+        start_response("200 OK", list(TEXT))
+        return [environ["PATH_INFO"].encode()]
+
+    server = serve(app, validate=False)
+    results = {}
+
+    def get(path):
+        results[path] = request(server, b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path.encode()).body
+
+    blocker = threading.Thread(target=get, args=("/block",))
+    blocker.start()
+    assert entered.wait(5)
+    waiters = [threading.Thread(target=get, args=(f"/w{i}",)) for i in range(5)]
+    for thread in waiters:
+        thread.start()
+    for thread in [blocker, *waiters]:
+        thread.join(10)
+    assert results == {"/block": b"/block", **{f"/w{i}": f"/w{i}".encode() for i in range(5)}}
+    started = time.monotonic()
+    assert request(server, b"GET /after HTTP/1.1\r\nHost: x\r\n\r\n").body == b"/after"
+    assert time.monotonic() - started < 0.5
+
+
+def run_server(app, **options):
+    server = Server(app, bind="127.0.0.1:0", **options)
+    server.start()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    assert server.wait_serving(10)
+    return server, thread
+
+
+def test_an_app_that_leaks_greenlets_does_not_hold_up_serving_or_stopping(caplog):
+    """Greenlets an app spawns through the hub and never ends (or that fail later) are the
+    app's: the server keeps serving, logs the failures, and stop() still returns on time."""
+    caplog.set_level(logging.ERROR, logger="greenserve.error")
+    spawned = []
+
+    def forever():
+        while True:
+            get_hub().sleep(3600)
+
+    def fails_later():
+        get_hub().sleep(0.01)
+        raise RuntimeError("a leaked greenlet failed")
+
+    def app(environ, start_response):
+        hub = get_hub()
+        spawned.append(hub.spawn(forever))
+        spawned.append(hub.spawn(fails_later))
+        start_response("200 OK", list(TEXT))
+        return [b"ok"]
+
+    server, thread = run_server(app)
+    host, port = server.addresses[0]
+    for _ in range(200):
+        with socket.create_connection((host, port), timeout=5) as sock:
+            sock.sendall(GET)
+            assert Reader(sock).read_response().body == b"ok"
+    assert len(spawned) == 400
+    assert wait_until(lambda: sum(r.getMessage().startswith("unhandled error in greenlet")
+                                  for r in caplog.records) == 200)
+    assert server.statistics()["connections_open"] == 0
+    started = time.monotonic()
+    server.stop(1)
+    thread.join(10)
+    assert not thread.is_alive() and time.monotonic() - started < 5
+
+
+def test_an_app_that_swallows_cancellation_cannot_hold_up_stop():
+    """An app that catches BaseException around its waits swallows the cancellation sent when
+    the grace runs out; stop() still returns, and its client gets no response."""
+    entered = threading.Event()
+
+    def app(environ, start_response):
+        entered.set()
+        while True:
+            try:
+                get_hub().sleep(10)
+            except BaseException:  # noqa: B902 - misbehaving on purpose
+                pass
+
+    server, thread = run_server(app)
+    with socket.create_connection(server.addresses[0], timeout=5) as sock:
+        sock.sendall(GET)
+        assert entered.wait(5)
+        started = time.monotonic()
+        server.stop(0.2)
+        thread.join(10)
+        assert not thread.is_alive() and time.monotonic() - started < 5
+        assert Reader(sock).at_eof(5)

@@ -285,3 +285,84 @@ def test_truncated_body_raises_client_disconnected(serve, read, framing):
     assert isinstance(value, OSError)
     # The app's answer after the failed read is not sent: the client is gone.
     assert b"the app answered" not in reader.buf
+
+
+# -- many small pieces: correct, and linear in time ------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from greenserve.wsgi import Input  # noqa: E402
+
+
+def pieces_reader(pieces):
+    """The ``read_chunk`` callable the handler gives Input: the next piece, b"" at the end."""
+    it = iter(pieces)
+    return lambda: next(it, b"")
+
+
+operations = st.lists(st.tuples(st.sampled_from(["read", "readline"]), st.none() | st.integers(-1, 40)),
+                      max_size=30)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(st.binary(max_size=200).map(lambda b: b.replace(b"\x00", b"\n")),
+       st.lists(st.integers(1, 30), min_size=1, max_size=20), operations)
+def test_input_reads_like_a_file_however_the_body_is_cut(body, sizes, ops):
+    """Input over any cut of a body answers every read and readline as io.BytesIO does."""
+    import io
+
+    pieces, i, k = [], 0, 0
+    while i < len(body):
+        pieces.append(body[i:i + sizes[k % len(sizes)]])
+        i, k = i + sizes[k % len(sizes)], k + 1
+    ours, reference = Input(pieces_reader(pieces)), io.BytesIO(body)
+    for name, size in ops + [("read", None)]:
+        assert getattr(ours, name)(size) == getattr(reference, name)(size), (name, size)
+    assert ours.at_end
+
+
+SMALL_PIECES = 1_000_000
+
+
+@pytest.mark.parametrize("how", ["read", "read-64k", "readline", "iterate", "readlines"])
+def test_input_over_many_one_byte_pieces_is_linear(how):
+    """A million one-byte chunks once cost a million copies of a growing buffer (minutes of
+    CPU for a 6 MiB chunked upload); every method must be linear."""
+    import time
+
+    body = b"x" * SMALL_PIECES if how in ("read", "read-64k", "readline") else b"abcdefghi\n" * (SMALL_PIECES // 10)
+    inp = Input(pieces_reader([body[i:i + 1] for i in range(len(body))]))
+    started = time.monotonic()
+    if how == "read":
+        got = inp.read()
+    elif how == "read-64k":
+        got = b"".join(iter(lambda: inp.read(65536), b""))
+    elif how == "readline":
+        got = inp.readline()
+    elif how == "iterate":
+        got = b"".join(inp)
+    else:
+        got = b"".join(inp.readlines())
+    assert got == body
+    assert time.monotonic() - started < 10.0  # linear: ~0.5 s; quadratic: 30 to 50 s
+
+
+def test_one_byte_chunked_upload_over_a_socket_is_read_in_bounded_time(serve):
+    """A 'fast chunkloris': 1 MiB sent as one-byte chunks (6 MiB on the wire) and read with
+    read(): ~5 s of parsing, where the quadratic wsgi.input took a minute."""
+    import time
+
+    def app(environ, start_response):
+        body = environ["wsgi.input"].read()
+        start_response("200 OK", list(TEXT))
+        return [b"%d" % len(body)]
+
+    server = serve(app, validate=False)
+    body = b"1\r\nx\r\n" * (1 << 20) + b"0\r\n\r\n"
+    started = time.monotonic()
+    with connect(server, timeout=30) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + body)
+        resp = Reader(sock).read_response()
+    assert (resp.status, resp.body) == (200, b"%d" % (1 << 20))
+    assert time.monotonic() - started < 30

@@ -36,14 +36,23 @@ REQUEST_LINE = re.compile(
 
 # RFC 9112 3.2.1 origin-form = absolute-path [ "?" query ]; 3.2.2 absolute-form = absolute-URI;
 # 3.2.3 authority-form = uri-host ":" port (CONNECT only); 3.2.4 asterisk-form = "*" (OPTIONS).
-# RFC 9110 4.2.1: an "http" URI with an empty host is invalid.
-ABSOLUTE_FORM = re.compile(rb"([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]+)([^#]*)")
+# RFC 9110 4.2.1: an "http" URI with an empty host is invalid. The authority ends at the first
+# "/", "?" or "#" (RFC 3986 3.2), so the split is unambiguous and the match linear; the
+# authority itself is checked with HOST below (RFC 9110 4.2.4: userinfo is an error).
+ABSOLUTE_FORM = re.compile(rb"([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)((?:[/?][^#]*)?)")
 AUTHORITY_FORM = re.compile(rb"[^/?#@\s]+:[0-9]+")
 
 # RFC 9110 7.2: Host = uri-host [ ":" port ]; uri-host = IP-literal / IPv4address / reg-name
 # (RFC 3986 3.2.2). reg-name = *( unreserved / pct-encoded / sub-delims ).
 HOST = re.compile(
     rb"(?:\[[0-9A-Fa-f:.vV]+\]|[-A-Za-z0-9._~!$&'()*+,;=%]*)(?::[0-9]*)?"
+)
+
+# What may start a request line (RFC 9112 3): a method token, then SP and target characters,
+# then SP and the version's. Bytes that do not fit (a TLS or SSH client on a plain port) can
+# never become a request, so they are refused without waiting for the line to end.
+REQUEST_LINE_START = re.compile(
+    rb"(?:" + TOKEN + rb"(?: (?:[\x21-\x7e]+(?: [\x21-\x7e]*)?)?)?)?"
 )
 
 # RFC 9112 7.1: chunk-size = 1*HEXDIG; chunk-ext = *( BWS ";" BWS chunk-ext-name

@@ -6,13 +6,19 @@ the previous one stopped, so a head or chunk line fed one byte at a time is stil
 time. Every line is bounded: when the limit is passed without a line end, the reader fails at once
 instead of waiting for more bytes. A bare CR or LF anywhere in the framing is refused as soon as
 it is seen (RFC 9112 2.2 allows a recipient to treat bare CR as invalid; we refuse both).
+
+Whatever the cut, one outcome: when a head or line has more than one fault, the fault that comes
+first in the byte stream decides the status, both for bytes that arrive in pieces (checked as
+they come) and for bytes that arrive at once (a failing head is re-checked in the same order
+before its own error is raised). Each early check looks only at bytes whose meaning more input
+cannot change.
 """
 
 from __future__ import annotations
 
 import functools
 import re
-from typing import NamedTuple, Optional, Union
+from typing import List, NamedTuple, Optional, Union
 
 from ..errors import RemoteProtocolError
 from . import _abnf
@@ -20,9 +26,11 @@ from .events import NEED_DATA, Data, EndOfMessage, Headers, Request, Signal
 
 # A bare LF, or a CR that is followed by anything but LF.
 _BARE_EOL = re.compile(rb"(?<!\r)\n|\r(?!\n)")
+_EOL = re.compile(rb"[\r\n]")
 _MAX_CHUNK_LINE = 4096
 _MAX_CHUNK_SIZE_DIGITS = 16
 _MAX_LEADING_CRLF = 8
+_PEEK = 64  # bytes of an incomplete head checked for a request line that cannot be valid
 # NamedTuple construction without the generated Python-level __new__ (hot path).
 _new_request = functools.partial(tuple.__new__, Request)
 
@@ -34,11 +42,14 @@ class Limits(NamedTuple):
     max_body_size: int = 1 << 30
 
 
-def _check_bare_eol(buf: bytearray, start: int) -> None:
-    """Refuse a bare CR or LF in buf[start:], ignoring a CR that may still get its LF."""
+def _check_bare_eol(buf: bytearray, start: int, stop: int) -> None:
+    """Refuse a bare CR or LF in buf[start:stop], ignoring a CR that may still get its LF."""
     end = len(buf) - 1 if buf.endswith(b"\r") else len(buf)
-    if start < end and _BARE_EOL.search(buf, start, end):
-        raise RemoteProtocolError("bare CR or LF in message framing")
+    if start < end and start < stop:
+        # One byte past ``stop`` is visible, so that a CR just before it sees its LF.
+        m = _BARE_EOL.search(buf, start, min(end, stop + 1))
+        if m is not None and m.start() < stop:
+            raise RemoteProtocolError("bare CR or LF in message framing")
 
 
 def parse_fields(lines: list[bytes], limit: int) -> Headers:
@@ -73,6 +84,23 @@ def _check_target(method: bytes, target: bytes) -> None:
         m = _abnf.ABSOLUTE_FORM.fullmatch(target)
         if m is None or m.group(1).lower() not in (b"http", b"https"):
             raise RemoteProtocolError("invalid request-target")
+        authority = m.group(2)
+        # RFC 9110 4.2.1 / 4.2.4: the host must not be empty and userinfo is an error; the
+        # authority replaces Host (RFC 9112 3.2.2), so it obeys Host's grammar.
+        if authority[:1] in (b"", b":") or not _abnf.HOST.fullmatch(authority):
+            raise RemoteProtocolError("invalid authority in the request-target")
+
+
+def _refuse_bad_start(start: bytes, limits: Limits) -> None:
+    """Refuse a request line whose first bytes can never become valid (a TLS, SSH or binary
+    client on a plain port) without waiting for the rest. ``start`` is the first ``_PEEK``
+    bytes of the head. Raises what the whole line would: 400 (or 505 for a short complete
+    line with another HTTP version)."""
+    line_end = start.find(b"\r\n")
+    if 0 <= line_end <= limits.max_request_line:
+        parse_request_line(start[:line_end], limits)  # a short line, complete: check it all
+    elif not _abnf.REQUEST_LINE_START.fullmatch(start.partition(b"\r")[0]):
+        raise RemoteProtocolError("invalid request line")
 
 
 def parse_request_line(line: bytes, limits: Limits) -> tuple[bytes, bytes, bytes]:
@@ -91,6 +119,18 @@ def parse_request_line(line: bytes, limits: Limits) -> tuple[bytes, bytes, bytes
         _check_target(method, target)  # all but the plain origin-form
     # RFC 9110 2.5: a higher minor version of HTTP/1 is treated as the highest we speak.
     return method, target, (b"1.0" if minor == b"0" else b"1.1")
+
+
+def _take_lines(buf: bytearray, end: int) -> List[bytes]:
+    """Remove the head that ends at ``end`` (its CRLFCRLF) from ``buf``; return its lines."""
+    if end + 4 == len(buf):  # the usual case: the buffer holds just this head
+        lines = bytes(buf).split(b"\r\n")
+        buf.clear()
+        del lines[-2:]  # the two empty strings that the final CRLFCRLF splits into
+        return lines
+    lines = bytes(buf[:end]).split(b"\r\n")
+    del buf[: end + 4]
+    return lines
 
 
 class HeadReader:
@@ -123,23 +163,25 @@ class HeadReader:
         if end > limits.max_request_line + limits.max_header_bytes:
             self._refuse_incomplete(buf)
             raise RemoteProtocolError("request head too large", 431)
-        if end + 4 == len(buf):  # the usual case: the buffer holds just this head
-            lines = bytes(buf).split(b"\r\n")
-            buf.clear()
-            del lines[-2:]  # the two empty strings that the final CRLFCRLF splits into
-        else:
-            lines = bytes(buf[:end]).split(b"\r\n")
-            del buf[: end + 4]
+        lines = _take_lines(buf, end)
         self._scanned = 0
         line = lines[0]
-        if len(line) > limits.max_request_line:
-            raise RemoteProtocolError("request line too long", 414)
-        method, target, version = parse_request_line(line, limits)
-        self.method = method
-        if end - len(line) > limits.max_header_bytes:
-            raise RemoteProtocolError("request header fields too large", 431)
-        del lines[0]
-        return _new_request((method, target, version, parse_fields(lines, limits.max_header_count)))
+        parsed_line = False
+        try:
+            if len(line) > limits.max_request_line:
+                raise RemoteProtocolError("request line too long", 414)
+            method, target, version = parse_request_line(line, limits)
+            self.method = method
+            if end - len(line) > limits.max_header_bytes:
+                raise RemoteProtocolError("request header fields too large", 431)
+            del lines[0]
+            parsed_line = True
+            return _new_request((method, target, version, parse_fields(lines, limits.max_header_count)))
+        except RemoteProtocolError:
+            # The first fault in byte order decides, as it would for a head arriving in pieces.
+            head = b"\r\n".join([line, *lines] if parsed_line else lines)
+            self._refuse_incomplete(bytearray(head + b"\r\n\r\n"))
+            raise
 
     def _skip_leading_crlf(self, buf: bytearray) -> None:
         # RFC 9112 2.2: a server SHOULD ignore at least one empty line before the request-line.
@@ -152,13 +194,17 @@ class HeadReader:
             del buf[:n]
 
     def _refuse_incomplete(self, buf: bytearray) -> None:
-        """Fail early on a head that cannot become valid by waiting for more bytes."""
-        _check_bare_eol(buf, max(0, self._scanned - 1))
+        """Fail early on a head that cannot become valid by waiting for more bytes. Checks in
+        byte order: the start of the request line, its length (the line ends at the first CR
+        or LF), bare CR or LF within the head limit, then the head limit."""
         limits = self.limits
-        line_end = buf.find(b"\r\n", 0, limits.max_request_line + 2)
-        if line_end < 0 and len(buf) - buf.endswith(b"\r") > limits.max_request_line:
+        line_max = limits.max_request_line
+        _refuse_bad_start(bytes(buf[: min(_PEEK, line_max + 1)]), limits)
+        if len(buf) > line_max and _EOL.search(buf, 0, line_max + 1) is None:
             raise RemoteProtocolError("request line too long", 414)
-        if len(buf) > limits.max_request_line + limits.max_header_bytes + 4:
+        head_max = line_max + limits.max_header_bytes + 4
+        _check_bare_eol(buf, max(0, self._scanned - 1), head_max)
+        if len(buf) > head_max:
             raise RemoteProtocolError("request head too large", 431)
 
 
@@ -231,16 +277,19 @@ class ChunkedReader:
                 return EndOfMessage()
 
     def _line(self, buf: bytearray, limit: int, status: int) -> Optional[bytes]:
-        end = buf.find(b"\r\n", max(0, self._scanned - 1))
+        """The next line of at most ``limit`` bytes, or None until its CRLF arrives. In byte
+        order: a bare CR or LF within the limit is a 400, then a line past it ``status``."""
+        start = max(0, self._scanned - 1)
+        end = buf.find(b"\r\n", start, limit + 2)
         if end < 0:
-            _check_bare_eol(buf, max(0, self._scanned - 1))
-            if len(buf) > limit:
+            _check_bare_eol(buf, start, limit + 1)
+            if len(buf) - buf.endswith(b"\r") > limit:  # no CRLF can start within the limit
                 raise RemoteProtocolError("chunk line or trailer too long", status)
             self._scanned = len(buf)
             return None
-        if end > limit:
-            raise RemoteProtocolError("chunk line or trailer too long", status)
         line = bytes(buf[:end])
+        if b"\n" in line or b"\r" in line:  # refused now, as it is when it arrives in pieces
+            raise RemoteProtocolError("bare CR or LF in message framing")
         del buf[: end + 2]
         self._scanned = 0
         return line

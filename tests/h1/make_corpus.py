@@ -99,6 +99,14 @@ VALID: List[Tuple[str, bytes, List[Dict[str, object]]]] = [
     ("te-chunked-leading-ows", msg(b"POST / HTTP/1.1", HOST, b"Transfer-Encoding:  \tchunked ",
                                    body=b"1\r\nx\r\n0\r\n\r\n"),
      [req(b"POST", b"/", [H, TE], b"x")]),
+    # Found by the hardening tests: a chunk line exactly at its 4 KiB limit was refused when
+    # the bytes arrived cut just after its CR (a pending CR was counted as past the limit).
+    ("chunk-line-at-limit", msg(b"POST / HTTP/1.1", HOST, CHUNKED,
+                                body=b"1;a=" + b"b" * 4092 + b"\r\nx\r\n0\r\n\r\n"),
+     [req(b"POST", b"/", [H, TE], b"x")]),
+    ("te-chunked-trailing-htab", msg(b"POST / HTTP/1.1", HOST, b"Transfer-Encoding: chunked\t",
+                                     body=b"1\r\nx\r\n0\r\n\r\n"),
+     [req(b"POST", b"/", [H, TE], b"x")]),
     ("te-chunked-empty-list-elements", msg(b"POST / HTTP/1.1", HOST, b"Transfer-Encoding: , chunked,",
                                            body=b"1\r\nx\r\n0\r\n\r\n"),
      [req(b"POST", b"/", [H, (b"transfer-encoding", b", chunked,")], b"x")]),
@@ -116,6 +124,8 @@ VALID: List[Tuple[str, bytes, List[Dict[str, object]]]] = [
      [req(b"GET", b"http://example.com/p?q=1", [H])]),
     ("absolute-form-https-port-no-path", msg(b"GET https://example.com:8443 HTTP/1.1", HOST),
      [req(b"GET", b"https://example.com:8443", [H])]),
+    ("absolute-form-ipv6-port-query", msg(b"GET http://[::1]:8080/x?y HTTP/1.1", HOST),
+     [req(b"GET", b"http://[::1]:8080/x?y", [H])]),
     ("connect-authority-form", msg(b"CONNECT example.com:443 HTTP/1.1", b"Host: example.com:443"),
      [req(b"CONNECT", b"example.com:443", [(b"host", b"example.com:443")])]),
     ("leading-crlf", CRLF + GET, [req(b"GET", b"/", [H])]),
@@ -325,7 +335,166 @@ INVALID: List[Tuple[str, bytes]] = [
     ("400-second-request-invalid", GET + msg(b"GET / HTTP/1.1", b"Host example.com")),
     ("400-smuggled-after-chunked", msg(POST, HOST, CHUNKED, body=b"0\r\n\r\n")
      + msg(b"GET /admin HTTP/1.1", HOST, b"Content-Length: 5", b"Transfer-Encoding: chunked")),
+    # -- found by the hardening tests (property, differential and hostile-client tests)
+    # The absolute-form authority becomes HTTP_HOST, so it must obey Host's grammar
+    # (RFC 9112 3.2.2; RFC 9110 4.2.4 makes userinfo an error). These were accepted.
+    ("400-absolute-form-userinfo", msg(b"GET http://user:pw@example.com/ HTTP/1.1", HOST)),
+    ("400-absolute-form-quote-in-host", msg(b'GET http://exa"mple.com/ HTTP/1.1', HOST)),
+    ("400-absolute-form-empty-host-with-port", msg(b"GET http://:80/ HTTP/1.1", HOST)),
+    ("400-absolute-form-non-numeric-port", msg(b"GET http://example.com:http/ HTTP/1.1", HOST)),
+    # The absolute-form pattern backtracked quadratically on a long authority and a '#'
+    # (0.2 s of CPU for this 8 KiB line, minutes with a raised --max-request-line).
+    ("400-absolute-form-long-authority-then-fragment",
+     msg(b"GET http://" + b"a" * 8000 + b"# HTTP/1.1", HOST)),
+    # Clients of other protocols on a plain port: refused as the first bytes arrive (they
+    # waited for the header timeout before).
+    ("400-tls-client-hello", b"\x16\x03\x01\x00\xc8\x01\x00\x00\xc4\x03\x03" + bytes(range(32))
+     + b"\x00\x00\x02\x13\x01\x01\x00"),
+    ("400-ssh-banner", b"SSH-2.0-OpenSSH_9.6\r\n"),
+    # Two faults in one head: the status depended on how the bytes were cut (the fuzz harness
+    # found the first). The fault first in byte order now decides, however they arrive.
+    ("505-http01-then-bare-lf-in-header",
+     b"POST / HTTP/0.1\r\nHost: example.c2m\r\nContent-Length: 003\xf0\n\r\nabc"),
+    ("400-bare-lf-in-long-request-line@line=32", msg(b"GET /" + b"a" * 10 + b"\n" + b"b" * 40 + b" HTTP/1.1", HOST)),
+    ("414-long-request-line-then-bare-lf@line=32", b"GET /" + b"a" * 40 + b"\nb HTTP/1.1\r\n\r\n"),
+    ("400-bare-cr-in-head-past-the-head-limit@head=64",
+     msg(b"GET / HTTP/1.1", HOST, b"X-A: a\rb", b"X-B: " + b"b" * 80)),
+    ("400-bare-lf-in-trailer-before-too-many-trailers@count=2", msg(POST, HOST, CHUNKED, body=(
+        b"0\r\nA: 1\r\nB: 2\nb\r\nC: 3\r\n\r\n"))),
+    ("400-bare-lf-in-long-trailer@head=40", msg(POST, b"Host: a", CHUNKED, body=b"0\r\nX: a\nb" + b"c" * 60 + b"\r\n\r\n")),
 ]
+
+
+# -- where the oracle parsers (tests/h1/oracles.py: h11, httptools) decide otherwise ------------
+# Case name -> {oracle: the RFC rule that decides for greenserve}. test_differential checks that
+# every other case agrees with each oracle (same requests, or both refuse) and that every entry
+# here still differs, so the table is always exact.
+LIMIT = ("RFC 9110 15.5.14 / 15.5.15, RFC 6585 5: size limits are the server's to set (413, "
+         "414, 431); the oracle has none at this size")
+HOST_RULE = "RFC 9112 3.2 / RFC 9110 7.2: an invalid, missing or repeated Host is a 400"
+AUTHORITY_RULE = ("RFC 9112 3.2.2, RFC 9110 4.2.1 / 4.2.4: the absolute-form authority replaces "
+                  "Host, so it obeys Host's grammar; an empty host or userinfo is an error")
+TARGET_FORM = ("RFC 9112 3.2: each request-target form goes with its methods (asterisk-form "
+               "for OPTIONS, authority-form for CONNECT), and a fragment is not part of it")
+BARE_LF = ("RFC 9112 2.2: a bare LF MAY be accepted as a line end; greenserve refuses it (a "
+           "parser that accepts it disagrees with one that does not: smuggling)")
+CHUNK_EXT = "RFC 9112 7.1.1: chunk-ext = *( BWS \";\" BWS name [ BWS \"=\" BWS ( token / quoted-string ) ] )"
+CONTROL = "RFC 9110 5.5: a field value holds no control character but HTAB"
+OBS_FOLD = "RFC 9112 5.2: a server MUST reject obs-fold in a request with 400 (or unfold it)"
+CL_RULE = ("RFC 9112 6.3 (5), RFC 9110 8.6: Content-Length is a single decimal number; a list or "
+           "repeat is refused rather than merged (DESIGN.md: refuse ambiguity)")
+REQUEST_LINE = "RFC 9112 3: request-line = method SP request-target SP HTTP-version, single SP"
+VERSION = "RFC 9110 2.5 / 15.6.6: a major version other than 1 gets 505"
+EXPECT = "RFC 9110 10.1.1: an expectation other than 100-continue gets 417"
+H11, HT = "h11", "httptools"
+DIFFERS: Dict[str, Dict[str, str]] = {
+    # valid cases
+    "leading-crlf": {H11: "RFC 9112 2.2: a server SHOULD ignore at least one empty line "
+                     "before the request-line; h11 reports 'no request line received'"},
+    "leading-two-crlf": {H11: "RFC 9112 2.2 (as leading-crlf)"},
+    "crlf-after-body-between-pipelined": {H11: "RFC 9112 2.2 (as leading-crlf), between requests"},
+    "http12-treated-as-11": {
+        H11: "RFC 9110 2.5: a higher minor version is processed as the highest minor version "
+        "we implement (1.1); h11 reports b'1.2'",
+        HT: "RFC 9110 2.5: HTTP/1.2 is HTTP/1.1 to a 1.1 server; llhttp refuses it"},
+    "http10-keep-alive-pipelined": {H11: "RFC 9112 9.3 / Appendix C.2.2: HTTP/1.0 persistence "
+                                    "with 'Connection: keep-alive'; h11 always closes after 1.0"},
+    "te-chunked-empty-list-elements": {
+        H11: "RFC 9110 5.6.1: a recipient MUST accept and ignore empty list elements; h11 "
+        "requires the Transfer-Encoding value to be exactly 'chunked'",
+        HT: "RFC 9110 5.6.1 (as for h11); llhttp refuses the empty elements"},
+    "te-chunked-upper-case": {H11: "RFC 9112 7: transfer-coding names are case-insensitive; h11 "
+                              "reports the value lower-cased, greenserve as received"},
+    "chunked-extension-bws": {H11: CHUNK_EXT + "; h11 refuses BWS before ';'",
+                              HT: CHUNK_EXT + "; llhttp refuses BWS before ';'"},
+    "te-chunked-trailing-htab": {HT: "RFC 9112 5: OWS (SP / HTAB) after a field value is not "
+                                 "part of it; llhttp refuses a HTAB after 'chunked'"},
+    "lowercase-method": {HT: "RFC 9110 9.1: a method is any token, case-sensitive; llhttp "
+                         "knows only registered upper-case methods"},
+    # invalid cases the oracles accept
+    "400-absolute-form-empty-host": {H11: AUTHORITY_RULE, HT: AUTHORITY_RULE},
+    "400-absolute-form-empty-host-with-port": {H11: AUTHORITY_RULE, HT: AUTHORITY_RULE},
+    "400-absolute-form-non-numeric-port": {H11: AUTHORITY_RULE, HT: AUTHORITY_RULE},
+    "400-absolute-form-userinfo": {H11: AUTHORITY_RULE, HT: AUTHORITY_RULE},
+    "400-absolute-form-quote-in-host": {H11: AUTHORITY_RULE},
+    "400-absolute-form-long-authority-then-fragment": {H11: TARGET_FORM},
+    "400-fragment-in-absolute-form": {H11: TARGET_FORM, HT: TARGET_FORM},
+    "400-fragment-in-target": {H11: TARGET_FORM, HT: TARGET_FORM},
+    "400-asterisk-with-get": {H11: TARGET_FORM, HT: TARGET_FORM},
+    "400-authority-form-with-get": {H11: TARGET_FORM},
+    "400-connect-origin-form": {H11: TARGET_FORM, HT: TARGET_FORM},
+    "400-connect-without-port": {H11: TARGET_FORM, HT: TARGET_FORM},
+    "400-target-not-a-path": {H11: TARGET_FORM},
+    "400-bare-lf-ends-head": {H11: BARE_LF},
+    "400-bare-lf-in-header": {H11: BARE_LF},
+    "400-bare-lf-in-request-line": {H11: BARE_LF},
+    "400-bare-lf-only-line-ends": {H11: BARE_LF},
+    "400-last-chunk-bare-lf-end": {H11: BARE_LF},
+    "400-trailer-bare-lf": {H11: BARE_LF},
+    "400-leading-bare-lf": {HT: BARE_LF},
+    "400-chunk-ext-control-char": {H11: CHUNK_EXT},
+    "400-chunk-ext-empty-name": {H11: CHUNK_EXT},
+    "400-chunk-ext-empty-value": {H11: CHUNK_EXT, HT: CHUNK_EXT},
+    "400-chunk-ext-nul-in-quoted": {H11: CHUNK_EXT},
+    "400-chunk-ext-space-in-value": {H11: CHUNK_EXT},
+    "400-chunk-ext-unterminated-quote": {H11: CHUNK_EXT},
+    "400-chunk-ext-too-long": {H11: "RFC 9112 7.1.1: a server ought to limit chunk extensions "
+                               "(greenserve: 4 KiB per chunk line)", HT: "RFC 9112 7.1.1 (as h11)"},
+    "400-chunk-size-17-hex-digits": {
+        H11: "RFC 9112 7.1: a recipient MUST anticipate large hex numbers and prevent integer "
+        "overflow; greenserve caps a chunk size at 16 hex digits",
+        HT: "RFC 9112 7.1 (as h11)"},
+    "400-chunk-size-trailing-space": {H11: CHUNK_EXT + ": BWS only before ';'"},
+    "400-cl-and-te": {H11: "RFC 9112 6.1: a server MAY reject a request with both "
+                      "Content-Length and Transfer-Encoding; h11 lets chunked win (the classic "
+                      "CL.TE smuggling disagreement)"},
+    "400-cl-comma-list": {H11: CL_RULE},
+    "400-cl-comma-list-spaced": {H11: CL_RULE},
+    "400-cl-repeated-identical": {H11: CL_RULE},
+    "400-connection-invalid-token": {H11: "RFC 9110 7.6.1: Connection = #connection-option, "
+                                     "each a token", HT: "RFC 9110 7.6.1 (as h11)"},
+    "400-ctl-01-in-header-value": {H11: CONTROL},
+    "400-del-in-header-value": {H11: CONTROL},
+    "400-esc-in-header-value": {H11: CONTROL},
+    "400-double-space-before-version": {HT: REQUEST_LINE},
+    "400-double-space-request-line": {HT: REQUEST_LINE},
+    "400-version-missing": {HT: REQUEST_LINE + " (HTTP/0.9 requests are not supported)"},
+    "400-eof-after-lone-cr": {HT: "RFC 9112 9.6 / 2.2: the client closed in the middle of a line; "
+                              "httptools has no end-of-input to notice it"},
+    "400-host-non-numeric-port": {H11: HOST_RULE, HT: HOST_RULE},
+    "400-host-unclosed-ipv6": {H11: HOST_RULE, HT: HOST_RULE},
+    "400-host-with-slash": {H11: HOST_RULE, HT: HOST_RULE},
+    "400-host-with-space": {H11: HOST_RULE, HT: HOST_RULE},
+    "400-host-with-userinfo": {H11: HOST_RULE, HT: HOST_RULE},
+    "400-missing-host-absolute-form": {HT: HOST_RULE},
+    "400-missing-host-http11": {HT: HOST_RULE},
+    "400-repeated-host": {HT: HOST_RULE},
+    "400-repeated-host-http10": {HT: HOST_RULE},
+    "400-nine-leading-empty-lines": {HT: "RFC 9112 2.2: a few empty lines before a request-line "
+                                     "are ignored, more are not a request (greenserve: 8)"},
+    "400-obs-fold": {H11: OBS_FOLD},
+    "400-obs-fold-tab": {H11: OBS_FOLD},
+    "400-te-obs-fold": {H11: OBS_FOLD},
+    "400-trailer-obs-fold": {H11: OBS_FOLD},
+    "400-te-in-http10": {H11: "RFC 9112 6.1: Transfer-Encoding in an HTTP/1.0 message means "
+                         "faulty framing: 400 and close", HT: "RFC 9112 6.1 (as h11)"},
+    "413-chunked-over-limit@body=16": {H11: LIMIT, HT: LIMIT},
+    "413-content-length-over-limit@body=16": {H11: LIMIT, HT: LIMIT},
+    "414-long-target@line=32": {H11: LIMIT, HT: LIMIT},
+    "431-header-line-too-large-default-limit": {H11: LIMIT, HT: LIMIT},
+    "431-header-section-too-large@head=64": {H11: LIMIT, HT: LIMIT},
+    "431-too-many-headers-default-limit": {H11: LIMIT, HT: LIMIT},
+    "431-too-many-headers@count=4": {H11: LIMIT, HT: LIMIT},
+    "431-trailer-section-too-large@head=56": {H11: LIMIT, HT: LIMIT},
+    "417-expect-continue-and-unknown": {H11: EXPECT, HT: EXPECT},
+    "417-expect-unknown": {H11: EXPECT, HT: EXPECT},
+    "501-te-gzip-chunked": {HT: "RFC 9112 6.1: a transfer coding the server does not "
+                            "implement gets 501 (greenserve implements chunked only)"},
+    "501-te-gzip-then-chunked-lines": {HT: "RFC 9112 6.1 (as 501-te-gzip-chunked)"},
+    "505-http09-version": {H11: VERSION, HT: VERSION},
+    "505-http2-version": {H11: VERSION, HT: VERSION},
+    "505-http3-version": {H11: VERSION},
+}
 
 
 def render() -> Dict[str, bytes]:
