@@ -52,7 +52,8 @@ def test_the_checks_catch_a_parser_that_depends_on_the_cut(monkeypatch: pytest.M
 
 
 def run_atheris(seconds: int, tmp_path: pathlib.Path) -> subprocess.CompletedProcess:
-    pytest.importorskip("atheris", reason="atheris does not install on this Python")
+    pytest.importorskip("atheris", reason="atheris is not installed (not a test dependency: it "
+                        "has wheels for some Pythons only; .ci/run installs it and fuzzes 30 s)")
     fuzz_h1.CRASHES.mkdir(exist_ok=True)  # kept (git-ignored) to replay and add to the corpus
     return subprocess.run(
         [sys.executable, str(HARNESS), f"-max_total_time={seconds}", "-rss_limit_mb=1024",
