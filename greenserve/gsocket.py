@@ -10,9 +10,11 @@ cannot starve the others.
 from __future__ import annotations
 
 import errno
+import fcntl as _fcntl
 import os
 import socket
 import sys
+import termios
 import _socket
 from typing import Any, BinaryIO, List, Optional, Sequence, Tuple, Union
 
@@ -56,6 +58,7 @@ _getsockopt = _socket.socket.getsockopt
 _setblocking = _socket.socket.setblocking
 _fileno = _socket.socket.fileno
 _SOL_SOCKET, _SO_ERROR = int(socket.SOL_SOCKET), int(socket.SO_ERROR)
+_FIONREAD = termios.FIONREAD
 
 
 class GreenSocket:
@@ -165,6 +168,17 @@ class GreenSocket:
                 continue
             self._moved(n)
             return n
+
+    def has_input(self) -> bool:
+        """Whether bytes from the peer wait to be read (never switches, never raises: an
+        error or end of input is "no"). Asks the kernel (FIONREAD) instead of trying a read
+        that would raise BlockingIOError when there is nothing, the usual answer."""
+        if self.fd < 0:
+            return False
+        try:
+            return _fcntl.ioctl(self.fd, _FIONREAD, b"\0\0\0\0") != b"\0\0\0\0"
+        except OSError:
+            return False
 
     def recv_nowait(self, size: int) -> Optional[bytes]:
         """Receive what is there without waiting: None if nothing is, b"" at EOF."""

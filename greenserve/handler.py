@@ -550,14 +550,9 @@ class Connection:
         """Close after a response: at once if the client has nothing in flight, else linger."""
         if self.closed:
             return
-        if not self.h1.body_pending and not self.h1.buffered:
-            try:
-                pending = self.gsock.recv_nowait(1)
-            except OSError:
-                pending = b""
-            if pending is None or pending == b"":
-                self.close()
-                return
+        if not self.h1.body_pending and not self.h1.buffered and not self.gsock.has_input():
+            self.close()
+            return
         self._close_gracefully()
 
     def _close_gracefully(self) -> None:

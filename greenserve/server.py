@@ -17,7 +17,9 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+import sys
 import threading
+import _socket
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import patch
@@ -40,6 +42,9 @@ from .wsgi import base_environ
 
 log = logging.getLogger("greenserve.error")
 ACCEPT_BATCH = 64
+_c_accept: Callable[[Any], Tuple[int, Any]] = getattr(_socket.socket, "_accept")  # C accept4
+_Socket = socket.socket  # the real class, even if greenserve.patch replaces the module's later
+_NODELAY_INHERITED = sys.platform.startswith("linux")
 _ACCEPT_BACKOFF = (0.05, 1.0)
 NEW_CONNECTION_GRACE = 1.0  # on stop: how long a connection that has sent nothing may wait
 SOFTWARE = f"greenserve/{__version__}"
@@ -59,6 +64,8 @@ class Listener:
         self.proxy_protocol = False  # connections begin with a PROXY protocol header
         self.make_connection: Factory = Connection
         self.tcp = sock.family != socket.AF_UNIX  # its connections get TCP_NODELAY
+        # (family, type, proto) as plain ints, for the socket objects of accepted connections
+        self.socket_args = (int(sock.family), int(sock.type), sock.proto)
         if not self.tcp:
             self.server_name, self.server_port = "localhost", "80"
         else:
@@ -215,6 +222,10 @@ class Server:
         for listener in self.listeners:
             listener.gsock = GreenSocket(listener.sock, hub)
             listener.environ = self._listener_environ(listener)
+            if listener.tcp and _NODELAY_INHERITED:
+                # Accepted sockets inherit TCP_NODELAY from the listener on Linux: one
+                # setsockopt here instead of one per connection.
+                listener.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             hub.call_soon(self._watch_listener, listener)
         hub.call_soon(self._serving.set)
         hub.call_soon(self._schedule_sweep)
@@ -316,12 +327,16 @@ class Server:
 
     def _accept(self, listener: Listener) -> None:
         sock = listener.sock
+        family, kind, proto = listener.socket_args
         for _ in range(ACCEPT_BATCH):
             if len(self.connections) >= self.config.max_connections:
                 self._paused.append(listener)
                 return
             try:
-                client, peer = sock.accept()
+                # The C accept and a socket object made from the listener's known family and
+                # type: socket.accept() would turn both into enums for every connection.
+                fd, peer = _c_accept(sock)
+                client = _Socket(family, kind, proto, fileno=fd)
             except BlockingIOError:
                 break
             except OSError as exc:
@@ -335,7 +350,7 @@ class Server:
         self._watch_listener(listener)
 
     def _adopt(self, client: socket.socket, peer: Any, listener: Listener) -> None:
-        if listener.tcp:
+        if listener.tcp and not _NODELAY_INHERITED:
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         remote = (peer[0], str(peer[1])) if isinstance(peer, tuple) else None
         if remote is not None and remote[0].startswith("::ffff:") and "." in remote[0]:

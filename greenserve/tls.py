@@ -167,6 +167,10 @@ class GreenSSLSocket(GreenSocket):
         self._moved(n)
         return n
 
+    def has_input(self) -> bool:
+        """Decrypted bytes OpenSSL holds, or raw bytes in the kernel. Never switches."""
+        return bool(self.pending()) or super().has_input()
+
     def recv_nowait(self, size: int) -> Optional[bytes]:
         """Receive what OpenSSL can decrypt now: None if nothing is there yet, b"" at EOF.
         Never switches."""

@@ -172,7 +172,7 @@ def test_slowloris_does_not_delay_others_and_is_cut_off(serve):
 def test_pipelining_client_does_not_starve_a_sequential_client(serve):
     def app(environ, start_response):
         if environ["PATH_INFO"] == "/busy":
-            until = time.perf_counter() + 0.0005  # some work per request: 2000 take ~1 s
+            until = time.perf_counter() + 0.001  # some work per request: 2000 take ~2 s
             while time.perf_counter() < until:
                 pass
         return small_app(environ, start_response)

@@ -538,3 +538,23 @@ def test_a_socket_class_with_its_own_recv_is_refused():
             GreenSocket(tls, Hub())
     finally:
         tls.close()
+
+
+def test_has_input_tells_whether_bytes_wait_without_reading_them():
+    def main(hub: Hub) -> None:
+        a, b = green_pair(hub)
+        try:
+            assert a.has_input() is False  # nothing there yet
+            b.sendall(b"xyz")
+            assert a.has_input() is True
+            assert a.has_input() is True  # asking consumed nothing
+            assert a.recv_nowait(10) == b"xyz"
+            assert a.has_input() is False
+            b.shutdown(socket.SHUT_WR)
+            assert a.has_input() is False  # end of input is not input
+        finally:
+            a.close()
+            b.close()
+        assert a.has_input() is False  # closed: no, and no error
+
+    run_hub(main)
