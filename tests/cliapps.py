@@ -45,3 +45,17 @@ def echo_environ(environ, start_response):
     seen["pid"] = os.getpid()
     start_response("200 OK", [("Content-Type", "application/json")])
     return [json.dumps(seen).encode()]
+
+
+def busy_or_small(environ, start_response):
+    """/busy spins for a millisecond of CPU before answering (work that never yields); any
+    other path answers at once with "small:<path>"."""
+    import time
+
+    path = environ["PATH_INFO"]
+    if path == "/busy":
+        until = time.perf_counter() + 0.001
+        while time.perf_counter() < until:
+            pass
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"small:" + path.encode("latin-1")]
