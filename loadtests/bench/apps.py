@@ -53,17 +53,10 @@ def upstream(environ, start_response):
     conn = socket.create_connection(UPSTREAM, timeout=UPSTREAM_TIMEOUT)
     try:
         conn.sendall(b"ping\n")
-        reply = b""
-        while not reply.endswith(b"\n"):
-            got = conn.recv(64)
-            if not got:
-                break
-            reply += got
+        reply = _read_line(conn.recv)
     finally:
         conn.close()
-    if not reply.endswith(b"\n"):
-        return _respond(start_response, "502 Bad Gateway", b"upstream hung up\n")
-    return _respond(start_response, "200 OK", b"upstream: " + reply)
+    return _upstream_answer(start_response, reply)
 
 
 def upstream_green(environ, start_response):
@@ -73,14 +66,24 @@ def upstream_green(environ, start_response):
     try:
         conn.sendall(b"ping\n", UPSTREAM_TIMEOUT)
         deadline = conn.hub.time() + UPSTREAM_TIMEOUT
-        reply = b""
-        while not reply.endswith(b"\n"):
-            got = conn.recv(64, deadline)
-            if not got:
-                break
-            reply += got
+        reply = _read_line(lambda size: conn.recv(size, deadline))
     finally:
         conn.close()
+    return _upstream_answer(start_response, reply)
+
+
+def _read_line(recv):
+    """Read up to a newline (or the end) with ``recv(size)``."""
+    reply = b""
+    while not reply.endswith(b"\n"):
+        got = recv(64)
+        if not got:
+            break
+        reply += got
+    return reply
+
+
+def _upstream_answer(start_response, reply):
     if not reply.endswith(b"\n"):
         return _respond(start_response, "502 Bad Gateway", b"upstream hung up\n")
     return _respond(start_response, "200 OK", b"upstream: " + reply)
