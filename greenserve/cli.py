@@ -72,12 +72,6 @@ def _show_default(value: Any) -> str:
     return repr(value) if value == "" else str(value)
 
 
-def config_from(args: argparse.Namespace, environ: Mapping[str, str]) -> Config:
-    """Merge config file, environment and flags into a Config. Raises ConfigError naming the
-    source."""
-    return config_and_origins(args, environ)[0]
-
-
 def config_and_origins(args: argparse.Namespace, environ: Mapping[str, str]
                        ) -> Tuple[Config, Dict[str, str]]:
     """The Config, and where each value that is not a default came from."""

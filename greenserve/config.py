@@ -347,12 +347,6 @@ class Config:
             raise ConfigError(origins.get(exc.option, exc.option), exc.message) from None
 
     @classmethod
-    def from_strings(cls, values: Mapping[str, str], origins: Mapping[str, str]) -> "Config":
-        """Build from text values (CLI, environment). ``origins`` names where each value came
-        from ('--max-body-size', 'GREENSERVE_MAX_BODY_SIZE') for the error message."""
-        return cls.from_layers({n: (text, origins.get(n, n)) for n, text in values.items()})
-
-    @classmethod
     def with_options(cls, options: Mapping[str, Any]) -> "Config":
         """Build from Python keywords; an unknown keyword raises ConfigError naming it."""
         names = {f.name for f in dataclasses.fields(cls)}

@@ -333,8 +333,8 @@ class Server:
                 self._paused.append(listener)
                 return
             try:
-                # The C accept and a socket object made from the listener's known family and
-                # type: socket.accept() would turn both into enums for every connection.
+                # The C accept, then a socket object made from the listener's known family
+                # and socket type (socket.accept() would turn both into enums each time).
                 fd, peer = _c_accept(sock)
                 client = _Socket(family, kind, proto, fileno=fd)
             except BlockingIOError:

@@ -191,10 +191,6 @@ class BodyWriter:
             return data
         return b""
 
-    def chunk_header(self, size: int) -> bytes:
-        """For large chunked pieces sent without copying: the size line."""
-        return b"%x\r\n" % size
-
     def end(self) -> bytes:
         """Return the bytes that end the body. Raises LocalProtocolError if it is short."""
         if self.mode == LENGTH and self.remaining:
