@@ -214,7 +214,9 @@ class Connection:
                     # Applied if trusted, else removed; inside the request's error handling, so
                     # a failure here is a 500 with its traceback logged, like the app's own.
                     server.proxies.apply(environ, self.peer)
-                if conn.body_remaining is None and server.config.buffer_chunked_body:
+                info = conn.info
+                if (info is not None and info.framing == CHUNKED_BODY
+                        and server.config.buffer_chunked_body):
                     spool = self._buffer_body(environ)
                 result = server.app(environ, response.start_response)
                 if (
@@ -630,3 +632,4 @@ def _framed(writer: Any, length: int, declared: Optional[int]) -> int:
 
 
 from .h1 import _writers as h1_writers  # noqa: E402  (names the framing modes)
+from .h1.headers import CHUNKED as CHUNKED_BODY  # noqa: E402  (a request body's framing)

@@ -179,7 +179,7 @@ BAD_APPS = {
     "header-name-bytes": app_starting("200 OK", TEXT + [(b"X-Injected", "yes")]),
     "header-not-a-pair": app_starting("200 OK", TEXT + [("X-Injected", "yes", "3")]),
     "headers-not-a-list": app_starting("200 OK", tuple(TEXT + [("X-Injected", "yes")])),
-    "hop-by-hop-connection": app_starting("200 OK", TEXT + [("Connection", "close")]),
+    "hop-by-hop-connection": app_starting("200 OK", TEXT + [("Connection", "upgrade")]),
     "hop-by-hop-transfer-encoding": app_starting(
         "200 OK", TEXT + [("Transfer-Encoding", "chunked")]),
     "hop-by-hop-upgrade": app_starting("200 OK", TEXT + [("Upgrade", "websocket")]),

@@ -11,7 +11,7 @@ from typing import List, Tuple
 import pytest
 
 from greenserve.h1 import (
-    PAUSED, H1Connection, LocalProtocolError, Request, ResponseState,
+    PAUSED, H1Connection, LocalProtocolError, Request, ResponseState, check_app_headers,
 )
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -188,7 +188,8 @@ BAD_HEADERS: List[Pairs] = [
     [(b"X-A", b"a\x00b")], [(b"X-A", b"\x01")], [(b"X-A", b"\x7f")], [(b"X-A", b"\x1b[0m")],
     [(b"X A", b"1")], [(b"X:A", b"1")], [(b"", b"1")], [(b"X\r\nA", b"1")], [(b"X-\xe9", b"1")],
     [(b"X\x00", b"1")], [(b"X(A)", b"1")],
-    [(b"Connection", b"close")], [(b"connection", b"keep-alive")], [(b"Transfer-Encoding", b"chunked")],
+    [(b"Connection", b"upgrade")], [(b"connection", b"close, x-strip")],
+    [(b"Transfer-Encoding", b"chunked")],
     [(b"Keep-Alive", b"timeout=5")], [(b"KEEP-ALIVE", b"max=1")], [(b"Upgrade", b"h2c")], [(b"TE", b"trailers")],
     [(b"Trailer", b"X-Sum")], [(b"Proxy-Authenticate", b"Basic")], [(b"Proxy-Authorization", b"Basic x")],
     [(b"Content-Length", b"abc")], [(b"Content-Length", b"-1")], [(b"Content-Length", b"+5")],
@@ -300,3 +301,14 @@ def test_head_response_gets_the_length_a_get_would_have() -> None:
     conn = connection(b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n")
     assert b"content-length" not in conn.send_response(304, b"Not Modified", [], b"",
                                                        length_hint=7).lower()
+
+
+@pytest.mark.parametrize("value, close", [
+    (b"close", True), (b"Close", True), (b"keep-alive, close", True), (b"keep-alive", False),
+])
+def test_app_connection_close_or_keep_alive_is_taken_not_sent(value, close):
+    """An app's Connection: close (real apps send it) is honoured, keep-alive left to the
+    server; neither is sent as the app wrote it: the server writes its own Connection field."""
+    app = check_app_headers([(b"Content-Type", b"text/plain"), (b"Connection", value)])
+    assert app.close is close and app.connection == value
+    assert app.lines == b"Content-Type: text/plain\r\n"
