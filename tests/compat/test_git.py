@@ -47,7 +47,8 @@ class Git:
         done = subprocess.run(
             [self.exe, "-c", "init.defaultBranch=main", "-c", "advice.detachedHead=false",
              *args],
-            cwd=cwd, env={**self.env, **(env or {})}, capture_output=True, text=True, timeout=TIMEOUT,
+            cwd=cwd, env={**self.env, **(env or {})}, capture_output=True, text=True,
+            timeout=TIMEOUT,
         )
         assert done.returncode == 0, f"git {' '.join(args)}: exit {done.returncode}\n" \
                                      f"{done.stdout}{done.stderr}"
