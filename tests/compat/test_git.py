@@ -4,10 +4,14 @@ by the real ``git`` client: clone, commit, push, and clone again to find the com
 The push carries a 2 MiB file of random bytes (it does not compress), which is more than git's
 http.postBuffer (1 MiB by default), so git sends the receive-pack request with
 ``Transfer-Encoding: chunked`` and no Content-Length: the test checks in git's own trace that
-it did. Reading such a body is the server's job: greenserve hands the app the de-chunked
-bytes, ends wsgi.input at the body's end, and so must not leave
-``HTTP_TRANSFER_ENCODING: chunked`` in the environ, because dulwich (like other apps written
-for servers that pass the raw stream) de-chunks the input itself whenever it sees that key.
+it did. greenserve removes the chunked framing, so the app must not see
+``HTTP_TRANSFER_ENCODING: chunked``: dulwich (like other apps written for servers that pass
+the raw stream on) then de-chunks wsgi.input a second time, and the push fails with a 500.
+
+Such a body has two readings, and the push runs with both: by default greenserve reads it
+whole first and gives the app a CONTENT_LENGTH (what Django and most frameworks need, as they
+take a missing CONTENT_LENGTH for an empty body); with --no-buffer-chunked-body it streams it
+and the app reads wsgi.input to its end (wsgi.input_terminated), which dulwich does.
 """
 
 from __future__ import annotations
@@ -55,7 +59,9 @@ class Git:
         return done.stdout
 
 
-def test_clone_push_chunked_and_clone_again(served, tmp_path: Path) -> None:
+@pytest.mark.parametrize("body_flags", [(), ("--no-buffer-chunked-body",)],
+                         ids=["buffered", "streamed"])
+def test_clone_push_chunked_and_clone_again(served, tmp_path: Path, body_flags) -> None:
     git = Git(tmp_path / "home")
 
     # A bare repository with one commit on main, made with git alone (no server).
@@ -69,7 +75,7 @@ def test_clone_push_chunked_and_clone_again(served, tmp_path: Path) -> None:
     git("commit", "--quiet", "-m", "First commit", cwd=seed)
     git("push", "--quiet", str(bare), "HEAD:refs/heads/main", cwd=seed)
 
-    server = served("gitapp:app", env={"GITAPP_REPO": str(bare)})
+    server = served("gitapp:app", *body_flags, env={"GITAPP_REPO": str(bare)})
     remote = server.url + "/project.git"
 
     first = tmp_path / "first"
