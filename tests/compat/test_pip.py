@@ -4,7 +4,8 @@ installed), and download from it (and compare the file byte for byte with the on
 
 pip runs with no configuration of the machine's (PIP_CONFIG_FILE set to the null device, and
 no PIP_* variables), so nothing but the served index can answer it. The wheel carries 256 KiB
-of random bytes, so that the file pypiserver hands to wsgi.file_wrapper is more than one piece.
+of random bytes: pypiserver hands the open file to wsgi.file_wrapper, which greenserve sends
+with sendfile, and a file of several socket buffers checks that every byte of it arrives.
 """
 
 from __future__ import annotations
