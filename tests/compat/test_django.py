@@ -10,6 +10,7 @@ database is made with Django's own management commands (``migrate``, ``createsup
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import socket
@@ -20,6 +21,8 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 from urllib.parse import urlencode, urlsplit
 
 import pytest
+
+from .conftest import need
 
 APPS = Path(__file__).resolve().parent / "apps"
 
@@ -258,6 +261,38 @@ def test_upload_large(site: Any) -> None:
 def test_upload_large_chunked(site: Any) -> None:
     payload = os.urandom(LARGE)
     _check_saved(_upload_chunked(site, payload), payload)
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["length", "chunked"])
+def test_upload_form_with_curl(site: Any, tmp_path: Path, chunked: bool) -> None:
+    # curl fills the form as a browser would (the csrftoken cookie in a cookie jar, the hidden
+    # token as a field) and, before a body this large or chunked, asks "Expect: 100-continue"
+    # and waits for the 100 (here up to 5 s, longer than the whole upload may take). A server
+    # that reads a chunked body before calling the app must send the 100 before reading it.
+    curl = need("curl")
+    payload = os.urandom(SMALL)
+    upload, jar = tmp_path / "pictures.tar", tmp_path / "cookies.txt"
+    upload.write_bytes(payload)
+    form = subprocess.run(
+        [curl, "--silent", "--show-error", "--max-time", str(TIMEOUT), "-c", str(jar),
+         site.url + "/upload/"], capture_output=True, text=True, timeout=TIMEOUT + 5)
+    assert form.returncode == 0, form.stderr
+    command = [
+        curl, "--silent", "--show-error", "--verbose", "--max-time", "4",
+        "--expect100-timeout", "5", "-b", str(jar),
+        "-F", f"csrfmiddlewaretoken={_csrf_token(form.stdout)}", "-F", "title=holiday pictures",
+        "-F", f"file=@{upload};type=application/x-tar", site.url + "/upload/",
+    ]
+    if chunked:
+        command[1:1] = ["-H", "Transfer-Encoding: chunked"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "> Expect: 100-continue" in done.stderr
+    assert "< HTTP/1.1 100 Continue" in done.stderr
+    assert "< HTTP/1.1 200 OK" in done.stderr, (done.stderr[-3000:], done.stdout[:2000])
+    saved = json.loads(done.stdout)
+    assert saved["size"] == len(payload)
+    assert saved["sha256"] == hashlib.sha256(payload).hexdigest()
 
 
 def test_streaming_response(site: Any) -> None:
