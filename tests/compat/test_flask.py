@@ -7,6 +7,7 @@ from ``request.stream`` (chunked and with a Content-Length), and ``stream_with_c
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import socket
 import subprocess
@@ -152,6 +153,22 @@ def test_send_file_range_with_curl(site: Any, report: Tuple[Path, bytes], tmp_pa
     assert out.read_bytes() == content[:100]
 
 
+def test_send_file_revalidation(site: Any, report: Tuple[Path, bytes]) -> None:
+    # A browser revalidating its cached copy: 304 without a body, on a connection it keeps.
+    with requests.Session() as session:
+        first = session.get(site.url + "/report", timeout=TIMEOUT)
+        assert first.status_code == 200 and first.content == report[1]
+        etag, modified = first.headers["ETag"], first.headers["Last-Modified"]
+        for headers in ({"If-None-Match": etag}, {"If-Modified-Since": modified}):
+            again = session.get(site.url + "/report", headers=headers, timeout=TIMEOUT)
+            assert again.status_code == 304
+            assert again.content == b""
+            assert again.headers["ETag"] == etag
+        changed = session.get(site.url + "/report", headers={"If-None-Match": '"other"'},
+                              timeout=TIMEOUT)
+        assert changed.status_code == 200 and changed.content == report[1]
+
+
 def test_send_file_head(site: Any) -> None:
     status, fields = _check_head_like_get(site.url, "/report")
     assert status == 200 and _field(fields, "content-length") == [str(REPORT_SIZE)]
@@ -218,6 +235,28 @@ def test_empty_chunked_upload(site: Any) -> None:
                           headers={"Content-Type": "application/octet-stream"}, timeout=TIMEOUT)
     assert reply.status_code == 200
     assert reply.json() == {"length": 0, "sha256": hashlib.sha256(b"").hexdigest()}
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["length", "chunked"])
+def test_upload_with_curl_expecting_100_continue(site: Any, tmp_path: Path, chunked: bool) -> None:
+    # curl asks "Expect: 100-continue" before a large or chunked body and waits for the 100
+    # (here up to 5 s, longer than the whole transfer may take): the server must send it when
+    # the app starts reading the body.
+    curl = need("curl")
+    payload = os.urandom(2 << 20)
+    upload = tmp_path / "payload.bin"
+    upload.write_bytes(payload)
+    command = [curl, "--silent", "--show-error", "--verbose", "--max-time", "4",
+               "--expect100-timeout", "5", "-H", "Content-Type: application/octet-stream",
+               "--data-binary", f"@{upload}", site.url + "/upload"]
+    if chunked:
+        command[1:1] = ["-H", "Transfer-Encoding: chunked"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "> Expect: 100-continue" in done.stderr
+    assert "< HTTP/1.1 100 Continue" in done.stderr
+    assert json.loads(done.stdout) == {
+        "length": len(payload), "sha256": hashlib.sha256(payload).hexdigest()}
 
 
 # -- stream_with_context ------------------------------------------------------------------------
