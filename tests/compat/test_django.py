@@ -24,11 +24,11 @@ import pytest
 
 from .conftest import need
 
-APPS = Path(__file__).resolve().parent / "apps"
-
-django = pytest.importorskip("django")
+pytest.importorskip("django")
 requests = pytest.importorskip("requests")
 from urllib3 import encode_multipart_formdata  # noqa: E402  (requests brings urllib3)
+
+APPS = Path(__file__).resolve().parent / "apps"
 
 APP = "djangoproj.wsgi:application"
 USER, PASSWORD = "admin", "a-long-enough-password-7"
