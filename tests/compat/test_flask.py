@@ -194,13 +194,15 @@ def test_streamed_response_head(site: Any) -> None:
     # Content-Length on a streamed response. An empty body from the app is not a body of
     # length 0 here: the GET body is unknown, so the server must add no Content-Length (a
     # "Content-Length: 0" would tell caches and clients the resource is empty).
-    (status, head_fields), rest = _raw(site.url, "HEAD", "/numbers?count=100")
-    assert status == 200 and rest == b""
-    assert not _field(head_fields, "content-length"), head_fields
-    status, fields = _check_head_like_get(site.url, "/numbers?count=100")
-    assert status == 200
-    assert not _field(fields, "content-length")
-    assert _field(fields, "transfer-encoding") == ["chunked"]
+    # The same for a generator under stream_with_context (which Flask starts on creation).
+    for path in ("/numbers?count=100", "/greet?name=Ann"):
+        (status, head_fields), rest = _raw(site.url, "HEAD", path)
+        assert status == 200 and rest == b""
+        assert not _field(head_fields, "content-length"), (path, head_fields)
+        status, fields = _check_head_like_get(site.url, path)
+        assert status == 200
+        assert not _field(fields, "content-length")
+        assert _field(fields, "transfer-encoding") == ["chunked"]
 
 
 # -- uploads read from request.stream -----------------------------------------------------------
