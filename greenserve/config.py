@@ -212,6 +212,11 @@ class Config:
         1 << 20, "unread request body the server reads and discards to keep a connection; "
         "more and the connection is closed", parse=parse_size, check=_not_negative,
         metavar="BYTES")
+    buffer_chunked_body: bool = option(
+        True, "read a chunked request body whole before calling the app (in memory up to 1 "
+        "MiB, then in a temporary file) and give it a CONTENT_LENGTH, as Django and most "
+        "frameworks need; --no-buffer-chunked-body streams it to apps that read wsgi.input to "
+        "its end (wsgi.input_terminated)", parse=parse_bool, metavar="")
     header_timeout: float = option(
         10.0, "seconds to receive a whole request head (slow clients are cut off: 408)",
         parse=parse_seconds, check=_positive, metavar="SECONDS")

@@ -14,13 +14,15 @@ Strategy:
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
 import stat
+import tempfile
 import time
 from email.utils import formatdate
-from typing import TYPE_CHECKING, Any, Dict, Iterable, Optional, Sequence, Tuple
+from typing import IO, TYPE_CHECKING, Any, Dict, Iterable, Optional, Sequence, Tuple
 
 from . import h1
 from .errors import (
@@ -49,6 +51,7 @@ _GONE = 0  # client_error status meaning "nothing can be sent any more"
 # socket that never waits yields to the others every so many tiny pieces, not only every MiB.
 _TINY_PIECE = 256
 _TINY_PIECES_PER_TURN = 2048
+_SPOOL_MEMORY = 1 << 20  # a buffered chunked request body beyond this goes to a temporary file
 
 
 class DateCache:
@@ -202,6 +205,7 @@ class Connection:
         environ["greenserve.client_disconnected"] = self.client_disconnected
         server.request_started()
         result: Optional[Iterable[bytes]] = None
+        spool: Optional[IO[bytes]] = None
         timeout = server.config.request_timeout
         deadline = arm_deadline(server.hub, timeout) if timeout else None
         try:
@@ -210,6 +214,8 @@ class Connection:
                     # Applied if trusted, else removed; inside the request's error handling, so
                     # a failure here is a 500 with its traceback logged, like the app's own.
                     server.proxies.apply(environ, self.peer)
+                if conn.body_remaining is None and server.config.buffer_chunked_body:
+                    spool = self._buffer_body(environ)
                 result = server.app(environ, response.start_response)
                 if (
                     type(result) is list and len(result) == 1 and type(result[0]) is bytes
@@ -232,6 +238,8 @@ class Connection:
                     self._close_result(result)
                 if deadline is not None:
                     deadline.cancel()
+                if spool is not None:
+                    spool.close()
         except BaseException as exc:  # noqa: B902 - every outcome is decided in _fail
             server.request_finished(self, request, self._fail(exc, response), environ)
             if isinstance(exc, Cancelled):
@@ -295,6 +303,28 @@ class Connection:
                 raise ClientDisconnected("client closed the connection mid-body")
             self.body_received += len(data)
             conn.receive_data(data)
+
+    def _buffer_body(self, environ: Dict[str, Any]) -> IO[bytes]:
+        """Read a chunked request body whole (memory up to _SPOOL_MEMORY, then a temporary
+        file) and hand it to the app with the CONTENT_LENGTH it now has. Django and most
+        frameworks read CONTENT_LENGTH (absent: 0) and ignore wsgi.input_terminated, so
+        without this they see an empty body. The limits and timeouts of any body read apply.
+        Returns the spool, for the caller to close. May switch. Raises ClientError."""
+        spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_MEMORY)
+        try:
+            total = 0
+            piece = self._read_chunk()
+            while piece:
+                spool.write(piece)  # past _SPOOL_MEMORY a blocking disk write, like sendfile's
+                total += len(piece)
+                piece = self._read_chunk()
+            spool.seek(0)
+        except BaseException:
+            spool.close()
+            raise
+        environ["CONTENT_LENGTH"] = str(total)
+        environ["wsgi.input"] = Input(functools.partial(spool.read, RECV_SIZE))
+        return spool
 
     def _tiny_piece(self) -> None:
         """Count a tiny body piece; every so many, let the other connections run. May switch."""

@@ -74,22 +74,24 @@ class Supervisor:
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = os.pipe()
         self._state: Optional[RunState] = None
+        self._announce: Callable[[], None] = lambda: None
 
     # -- the loop -----------------------------------------------------------------------------
 
     def run(self, announce: Callable[[], None] = lambda: None) -> int:
         """Fork the workers and supervise them until they are all gone after a stop.
-        ``announce`` runs once the signal handlers are in place (the "listening on" lines: a
-        signal sent on seeing them is handled). Returns 0, or 2 when the app cannot be
-        imported."""
+        ``announce`` runs once every first worker has said it is ready (the "listening on"
+        lines: a request sent on seeing them is answered at once, and a signal sent on seeing
+        them is handled). Returns 0, or 2 when the app cannot be imported."""
         for fd in (self._wake_r, self._wake_w):
             os.set_blocking(fd, False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         previous = {sig: signal.signal(sig, self._on_signal) for sig in HANDLED}
+        self._announce = announce
         try:
-            announce()
             self._state = self._create_run_state()
             log.info("supervisor %d starting %d workers", os.getpid(), len(self.pool.wanted))
+            self._maintain(time.monotonic())  # fork now, not after the loop's first wait
             while not (self.stopping and not self.workers):
                 self._wait()
                 now = time.monotonic()
@@ -319,8 +321,9 @@ class Supervisor:
             self.notifier.notify("READY=1")
         elif not self.announced_ready and self.pool.all_ready():
             self.announced_ready = True
-            self.notifier.notify("READY=1")
             log.info("all %d workers are ready", len(self.pool.wanted))
+            self._announce()
+            self.notifier.notify("READY=1")
 
     # -- deaths and deadlines -----------------------------------------------------------------
 

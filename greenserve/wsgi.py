@@ -28,8 +28,9 @@ _MAX_CACHED_KEYS = 2048
 
 
 def _environ_key(name: bytes) -> Optional[str]:
-    """Map a lower-case header name to its environ key; None for names with '_' (dropped so
-    that 'X-Foo' and 'X_Foo' cannot be confused)."""
+    """Map a lower-case header name to its environ key; None for a field that never reaches
+    the app: names with '_' (dropped so that 'X-Foo' and 'X_Foo' cannot be confused) and
+    Transfer-Encoding."""
     key = _HEADER_KEYS.get(name)
     if key is None and name not in _HEADER_KEYS:
         if b"_" in name:
@@ -38,6 +39,11 @@ def _environ_key(name: bytes) -> Optional[str]:
             key = "CONTENT_TYPE"
         elif name == b"content-length":
             key = "CONTENT_LENGTH"
+        elif name == b"transfer-encoding":
+            # The server has removed the chunked framing (the only coding it accepts); RFC 9112
+            # 7.1.3 then removes "chunked" from Transfer-Encoding. An app that still saw it
+            # would de-chunk wsgi.input a second time (dulwich's smart-HTTP server does).
+            key = None
         else:
             key = "HTTP_" + name.decode("latin-1").upper().replace("-", "_")
         if len(_HEADER_KEYS) < _MAX_CACHED_KEYS:

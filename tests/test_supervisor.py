@@ -151,6 +151,20 @@ def test_pool_indices_back_off_and_readiness():
 # -- serving, dying, coming back ----------------------------------------------------------------
 
 
+def test_the_listening_line_means_every_worker_is_ready(run):
+    """Regression: the supervisor printed "listening on" and then waited a loop tick (0.5 s)
+    before it forked, so a client that connected on seeing the line waited for the workers.
+    Now the line comes once every first worker has said it is ready."""
+    proc = run(APP, "--bind", "127.0.0.1:0", "--workers", "2")
+    proc.url()
+    lines = proc.stderr.splitlines()
+    listening = next(i for i, line in enumerate(lines) if "listening on" in line)
+    ready = [i for i, line in enumerate(lines) if READY.search(line)]
+    assert len(ready) == 2 and max(ready) < listening, proc.stderr
+    status, _, _ = fetch(proc.url(), timeout=5)
+    assert status == 200
+
+
 def test_two_workers_serve_and_a_killed_one_comes_back_with_its_index(run):
     proc, url = start_supervisor(run)
     seen = workers_seen(url, 2)

@@ -94,7 +94,7 @@ def test_bad_certificate_stops_before_any_worker_starts(tmp_path):
 def test_proxy_protocol_listener_is_inherited_by_the_workers(run):
     proc = run(APP, "--bind", "127.0.0.1:0", "--proxy-protocol-bind", "127.0.0.1:0",
                "--workers", "2")
-    proc.wait_for(re.compile("all 2 workers are ready"))
+    proc.wait_for(re.compile(r"listening on"), count=2)  # printed once the workers are ready
     urls = [m.group(1) for m in proc.matches(re.compile(r"listening on (http://\S+)"))]
     assert len(urls) == 2
     proxied = urlsplit(urls[1])

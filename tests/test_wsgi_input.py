@@ -101,7 +101,13 @@ def test_read_methods(serve, method, framing):
     assert resp.body == repr(expected).encode()
 
 
-def test_chunked_body_has_no_content_length_and_is_terminated(serve):
+@pytest.mark.parametrize("buffered", [True, False], ids=["buffered", "streamed"])
+def test_chunked_body_reaches_the_app_without_its_transfer_encoding(serve, buffered):
+    """Regression: HTTP_TRANSFER_ENCODING: chunked reached the app after the server had
+    removed the framing, and dulwich's git server de-chunked the body a second time (RFC 9112
+    7.1.3: once decoded, "chunked" is removed). Buffered (the default), the body also has the
+    CONTENT_LENGTH that Django and most frameworks read instead of wsgi.input_terminated;
+    streamed, it has none and the app reads to the end."""
     seen = []
 
     def app(environ, start_response):
@@ -110,9 +116,41 @@ def test_chunked_body_has_no_content_length_and_is_terminated(serve):
         start_response("200 OK", list(TEXT))
         return [b"ok"]
 
-    server = serve(app)
+    server = serve(app, buffer_chunked_body=buffered)
     assert request(server, post(BODY, "chunked")).status == 200
-    assert seen == [("", "chunked", True, BODY)]
+    assert seen == [(str(len(BODY)) if buffered else "", None, True, BODY)]
+
+
+@pytest.mark.parametrize("size", [0, 5, (1 << 20) + 12345])  # empty, in memory, spooled to disk
+def test_buffered_chunked_body_is_whole_and_has_its_length(serve, size):
+    body = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    seen = []
+
+    def app(environ, start_response):
+        length = int(environ["CONTENT_LENGTH"])
+        data = environ["wsgi.input"].read(length)
+        seen.append((length, data == body, environ["wsgi.input"].read(1)))
+        start_response("200 OK", list(TEXT))
+        return [b"ok"]
+
+    server = serve(app)
+    assert request(server, post(body, "chunked")).status == 200
+    assert seen == [(size, True, b"")]
+
+
+def test_truncated_buffered_chunked_body_never_reaches_the_app(serve):
+    """The server reads a chunked body before the app; a client that leaves mid-body
+    is the server's to notice: the app is not called and nothing is answered."""
+    called = []
+    server = serve(lambda environ, start_response: called.append(1))
+    with connect(server, timeout=5) as sock:
+        sock.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     b"a\r\nonly ten.\n\r\n64\r\nand then")
+        sock.shutdown(socket.SHUT_WR)
+        reader = Reader(sock)
+        assert reader.at_eof()
+        assert reader.buf == b""
+    assert called == []
 
 
 @pytest.mark.parametrize("framing", ["length", "chunked"])
@@ -267,7 +305,8 @@ def truncating_app(outcome, read):
 @pytest.mark.parametrize("framing", ["length", "chunked"])
 def test_truncated_body_raises_client_disconnected(serve, read, framing):
     outcome = []
-    server = serve(truncating_app(outcome, read), validate=False)  # read() without a size
+    # read() without a size; a chunked body streamed to the app, which sees it cut short
+    server = serve(truncating_app(outcome, read), validate=False, buffer_chunked_body=False)
     if framing == "length":
         raw = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly ten.\n"
     else:
