@@ -225,9 +225,14 @@ class Connection:
                     body = result[0]
                     close = self._must_close(response)
                     response.headers_sent = True
-                    self._send(conn.send_whole(
-                        response.status, response.reason, response.headers,
-                        server.dates.lines, body, close=close))
+                    try:
+                        whole = conn.send_whole(
+                            response.status, response.reason, response.headers,
+                            server.dates.lines, body, close=close)
+                    except LocalProtocolError:
+                        self._retract(response)
+                        raise
+                    self._send(whole)
                     writer = conn.writer  # None: the usual framing, the body as it is
                     self.body_sent = len(body) if writer is None else _framed(
                         writer, len(body), response.headers.content_length)
@@ -392,6 +397,12 @@ class Connection:
             length_hint=length_hint, close=close,
         )
 
+    def _retract(self, response: Response) -> None:
+        """Take back a head that was built but not sent: the failure that follows gets a clean
+        error response instead of an aborted connection."""
+        self.h1.retract_response()
+        response.headers_sent = False
+
     def _emit(self, data: bytes) -> None:
         """Send a body piece (PEP 3333: the head goes out with the first non-empty piece)."""
         if not data:
@@ -425,7 +436,11 @@ class Connection:
                 payload = conn.send_data(piece)  # framed by length: as it is, b"" for HEAD
                 sent += len(payload)
                 parts.append(payload)
-            parts.append(conn.send_eom())
+            try:
+                parts.append(conn.send_eom())
+            except LocalProtocolError:  # shorter than the app's Content-Length: nothing sent
+                self._retract(response)
+                raise
             self._send_parts(parts)
             self.body_sent = sent
             return

@@ -121,6 +121,16 @@ def test_streamed_response(flask_server):
     assert resp.body == b"/stream:0\n/stream:1\n/stream:2\n/stream:3\n"
 
 
+def test_head_of_a_streamed_response_claims_no_length(flask_server):
+    """Regression: werkzeug answers HEAD with an empty body; the server said Content-Length: 0
+    for a streamed GET body of 40 bytes (RFC 9110 9.3.2: HEAD has GET's fields, or none)."""
+    with connect(flask_server) as sock:
+        sock.sendall(b"HEAD /stream?n=4 HTTP/1.1\r\nHost: x\r\n\r\n")
+        resp = Reader(sock).read_response(head_request=True)
+    assert resp.status == 200
+    assert resp.header("content-length") is None
+
+
 def test_streamed_response_with_requests(flask_server):
     with requests.get(flask_server.url + "/stream?n=200", stream=True, timeout=10) as resp:
         lines = list(resp.iter_lines())

@@ -504,6 +504,28 @@ def test_head_for_generator_app_sends_no_body(serve):
         assert after.body == GENERATED
 
 
+@pytest.mark.parametrize("body", [[], [b""], iter(())], ids=["empty-list", "empty-piece", "empty-iterator"])
+def test_head_answered_with_an_empty_body_claims_no_length(serve, body):
+    """Regression: werkzeug (Flask) answers HEAD of a streamed response with an empty body,
+    and the server sent "Content-Length: 0" though GET sends 450 bytes. RFC 9110 8.6/9.3.2:
+    a HEAD response carries Content-Length only if it equals what GET would send; an empty
+    body says nothing of that, so none is sent (nor chunked framing)."""
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        if environ["REQUEST_METHOD"] == "HEAD":
+            return body
+        return (piece for piece in [b"streamed ", b"body"])
+
+    server = serve(app, validate=False)  # the validator would hide that the body is a list
+    with connect(server) as sock:
+        reader = Reader(sock)
+        sock.sendall(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n" + GET % b"/")
+        head = reader.read_response(head_request=True)
+        assert head.status == 200
+        assert head.header("content-length") is None and head.header("transfer-encoding") is None
+        assert reader.read_response().body == b"streamed body"
+
+
 def test_head_with_requests(serve):
     server = serve(sized_app)
     resp = requests.head(server.url + "/", timeout=10)

@@ -312,6 +312,36 @@ def test_content_length_longer_than_the_body_aborts(serve, caplog):
     assert request(server, b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n").body == b"fine"
 
 
+@pytest.mark.parametrize("body", [
+    [b"12345"],  # one small piece: the one-send path
+    [b"123", b"45"],  # several pieces: one Content-Length, sent with sendmsg
+    (b"12345",),
+    [b"x" * 20000],  # one piece too large for the one-send path
+], ids=["one-piece", "pieces", "tuple", "large-piece"])
+def test_whole_body_shorter_than_its_content_length_is_a_clean_500(serve, caplog, body):
+    """Regression: with the whole body known before anything is sent, a body shorter than the
+    app's Content-Length sent nothing at all (an empty reply) and logged "response aborted
+    after its head was sent". Now the client gets a 500 and the log says what the app did."""
+    caplog.set_level(logging.ERROR, logger="greenserve.error")
+    declared = sum(map(len, body)) + 5
+
+    def app(environ, start_response):
+        start_response("200 OK", TEXT + [("Content-Length", str(declared))])
+        return body
+
+    server = serve(with_ok_route(app), validate=False)
+    with connect(server, timeout=5) as sock:
+        sock.sendall(GET)
+        reader = Reader(sock)
+        resp = reader.read_response()
+        assert resp.status == 500 and resp.header("connection") == "close"
+        assert reader.at_eof()
+    messages = [r.getMessage() for r in caplog.records if r.name == "greenserve.error"]
+    assert any("shorter than its Content-Length" in m for m in messages), messages
+    assert not any("aborted" in m for m in messages), messages
+    assert request(server, b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n").body == b"fine"
+
+
 # -- misbehaving beyond PEP 3333: close() that raises, exc_info late, blocking, leaking ----------
 
 import threading  # noqa: E402

@@ -86,12 +86,14 @@ def plan_framing(
     length_hint: Optional[int],
 ) -> tuple[int, int]:
     """Decide the framing of a response body. Returns (mode, length). For a HEAD request the
-    length is the body's length if known (the GET response would carry it as Content-Length,
-    RFC 9110 9.3.2), else -1."""
+    length is that of the body the app gave, if it gave one (a GET response would carry it as
+    Content-Length, RFC 9110 9.3.2), else -1: an empty body says nothing of the GET body
+    (werkzeug and others return none for HEAD), and RFC 9110 8.6 allows Content-Length in a
+    HEAD response only if it equals what GET would send."""
     if status < 200 or status in (204, 304):
         return NO_BODY, -1
     if head_request:
-        return NO_BODY, -1 if length_hint is None or content_length is not None else length_hint
+        return NO_BODY, -1 if not length_hint or content_length is not None else length_hint
     if content_length is not None:
         return LENGTH, content_length
     if length_hint is not None:

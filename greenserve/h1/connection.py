@@ -56,6 +56,9 @@ _RESPONSE_STEPS = {
     (ResponseState.IDLE, "whole"): ResponseState.DONE,
     (ResponseState.BODY, "end"): ResponseState.DONE,
     (ResponseState.DONE, "next-cycle"): ResponseState.IDLE,
+    # A head built but never sent (the whole body broke a rule first) is taken back.
+    (ResponseState.BODY, "retract"): ResponseState.IDLE,
+    (ResponseState.DONE, "retract"): ResponseState.IDLE,
 }
 
 
@@ -280,6 +283,13 @@ class H1Connection:
         except LocalProtocolError:
             self.keep_alive = False
             raise
+
+    def retract_response(self) -> None:
+        """Forget a response whose bytes were built but never sent, so that an error response
+        can take its place (the caller knows nothing went out). The connection's keep-alive
+        decision stands."""
+        self._step_response("retract")
+        self._writer = None
 
     def start_next_cycle(self) -> None:
         """Reset for the next request on a kept connection."""
