@@ -382,7 +382,7 @@ class Connection:
         if not response.status:
             raise LocalProtocolError("the app sent a body before calling start_response", 500)
         conn = self.h1
-        if self.server.draining:
+        if self.server.draining or response.headers.close:
             return True
         if conn.body_pending:
             remaining = conn.body_remaining

@@ -11,14 +11,16 @@ The per-request environ is a copy of a base built once per connection, plus the 
 
 from __future__ import annotations
 
+import logging
 import re
 import sys
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 from urllib.parse import unquote_to_bytes
 
 from .errors import LocalProtocolError
 from .h1 import AppHead, Request, check_app_headers
 
+log = logging.getLogger("greenserve.error")
 Environ = Dict[str, Any]
 ExcInfo = Tuple[Any, Any, Any]
 
@@ -262,6 +264,7 @@ class FileWrapper:
 
 
 _app_heads: Dict[Tuple[Tuple[str, str], ...], AppHead] = {}
+_warned: Set[bytes] = set()  # the app Connection values logged already
 _statuses: Dict[str, Tuple[int, bytes]] = {}
 _MAX_CACHED = 512
 
@@ -280,11 +283,24 @@ def app_head(headers: Any) -> AppHead:
     if cached is not None:
         return cached
     head = check_app_headers(_encode(headers))
+    if head.connection:
+        _warn_once(head.connection)
     if key:
         if len(_app_heads) >= _MAX_CACHED:
             _app_heads.clear()
         _app_heads[key] = head
     return head
+
+
+def _warn_once(connection: bytes) -> None:
+    """Log, once per value, that the app set a Connection field (a hop-by-hop field that PEP
+    3333 leaves to the server) and what the server does with it."""
+    if connection in _warned or len(_warned) >= _MAX_CACHED:
+        return
+    _warned.add(connection)
+    log.warning("the app set the hop-by-hop header 'Connection: %s'; it is not sent as given: "
+                "the server closes the connection after such a response if it asks for close, "
+                "and otherwise decides persistence itself", connection.decode("latin-1"))
 
 
 def _encode(headers: List[Any]) -> List[Tuple[bytes, bytes]]:

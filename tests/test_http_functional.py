@@ -21,6 +21,7 @@ import pytest
 import requests
 
 from conftest import Tracked, Reader, connect, request, wait_until
+import greenserve.wsgi
 from greenserve.errors import ClientDisconnected, ClientError
 
 MiB = 1 << 20
@@ -1014,7 +1015,9 @@ def test_write_callable_then_iterable(serve):
 
 
 @pytest.mark.parametrize("headers", [
-    [("Content-Type", "text/plain"), ("Connection", "close")],
+    [("Content-Type", "text/plain"), ("Connection", "upgrade"), ("Upgrade", "h2c")],
+    [("Content-Type", "text/plain"), ("Connection", "close, x-secret")],
+    [("Content-Type", "text/plain"), ("Keep-Alive", "timeout=5")],
     [("Content-Type", "text/plain"), ("Transfer-Encoding", "chunked")],
     [("Content-Type", "text/plain"), ("X-Split", "a\r\nSet-Cookie: evil=1")],
     [("Content-Type", "text/plain"), ("X-Nul", "a\x00b")],
@@ -1038,6 +1041,50 @@ def test_illegal_app_headers_give_500_never_a_split_response(serve, headers):
         assert resp.header("x-split") is None and resp.header("x-nul") is None
         assert reader.at_eof()
     assert b"evil" not in resp.raw_head
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["whole", "streamed"])
+@pytest.mark.parametrize("value", ["close", "Close", "keep-alive, close"])
+def test_app_connection_close_is_honoured_and_warned_once(serve, caplog, monkeypatch, streamed,
+                                                         value):
+    """Regression: an app's own "Connection: close" got a 500. PEP 3333 leaves hop-by-hop
+    headers to the server, but real apps send this one (when they cannot tell their length),
+    and a user wants the response: the server sends it with its own Connection: close, closes
+    after it, and warns once, naming the header. Framing-changing hop-by-hop headers are still
+    refused (test_illegal_app_headers_give_500_never_a_split_response)."""
+    caplog.set_level(logging.WARNING, logger="greenserve.error")
+    monkeypatch.setattr(greenserve.wsgi, "_warned", set())  # as in a new process
+    monkeypatch.setattr(greenserve.wsgi, "_app_heads", {})
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Connection", value)])
+        return iter([b"o", b"k"]) if streamed else [b"ok"]
+
+    server = serve(app, validate=False)
+    for _ in range(2):
+        with connect(server) as sock:
+            sock.sendall(GET % b"/" + GET % b"/never-read")
+            reader = Reader(sock)
+            resp = reader.read_response()
+            assert resp.status == 200 and resp.body == b"ok"
+            assert [v for k, v in resp.headers if k.lower() == "connection"] == ["close"]
+            assert reader.at_eof() and reader.buf == b""  # the second request got no answer
+    warnings = [r.getMessage() for r in caplog.records if "Connection: " + value in r.getMessage()]
+    assert len(warnings) == 1, warnings
+
+
+def test_app_connection_keep_alive_is_dropped_and_the_server_decides(serve):
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Connection", "keep-alive")])
+        return [b"ok"]
+
+    server = serve(app, validate=False)
+    with connect(server) as sock:
+        reader = Reader(sock)
+        for _ in range(2):
+            sock.sendall(GET % b"/")
+            resp = reader.read_response()
+            assert resp.status == 200 and resp.header("connection") is None
 
 
 # -- client disconnects (PEP 3333: close() is always called) ------------------------------------

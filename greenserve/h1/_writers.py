@@ -4,7 +4,10 @@ Strategy: ``plan_framing`` is the only function that decides how a response body
 (RFC 9112 6.3 from the server's side); ``BodyWriter`` then frames every piece the same way.
 App-supplied header names and values are validated here, at the last point before bytes leave,
 so that no caller can produce a split response: CR, LF, NUL and other controls are refused, as are
-hop-by-hop fields (PEP 3333) and a Content-Length that is not a plain number.
+hop-by-hop fields (PEP 3333) and a Content-Length that is not a plain number. One hop-by-hop field
+is taken instead of refused: an app's ``Connection: close`` (or ``keep-alive``), which real apps
+send when they cannot tell their length. It is not sent as the app wrote it; the server writes
+its own Connection field, and ``close`` makes it close the connection after the response.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 
 from ..errors import LocalProtocolError
 from . import _abnf
+from .headers import comma_list
 
 # Framing modes of a response body.
 NO_BODY = 0  # HEAD, 1xx, 204, 304 (RFC 9110 9.3.2, 15.3.5, 15.4.5)
@@ -27,6 +31,9 @@ _HOP_BY_HOP = frozenset(
     [b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te",
      b"trailer", b"trailers", b"transfer-encoding", b"upgrade"]
 )
+# Connection options an app may give: close is honoured, keep-alive is the server's to decide.
+# Any other (an Upgrade, a field name to strip) would change the framing: refused like the rest.
+_APP_CONNECTION = frozenset([b"close", b"keep-alive"])
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
@@ -37,6 +44,8 @@ class AppHead(NamedTuple):
     content_length: Optional[int]
     has_date: bool
     has_server: bool
+    close: bool = False  # the app asked for Connection: close
+    connection: bytes = b""  # the app's Connection value as it gave it (b"": none)
 
 
 _checked: Dict[Tuple[Tuple[bytes, bytes], ...], AppHead] = {}
@@ -60,12 +69,16 @@ def _check_app_headers(headers: List[Tuple[bytes, bytes]]) -> AppHead:
     out = []
     content_length = None
     has_date = has_server = False
+    connection: list[bytes] = []
     for name, value in headers:
         if _NAME.fullmatch(name) is None:
             raise LocalProtocolError(f"invalid response header name {name!r}", 500)
         if _VALUE.fullmatch(value) is None:
             raise LocalProtocolError(f"invalid character in response header {name!r}", 500)
         lower = name.lower()
+        if lower == b"connection" and _APP_CONNECTION.issuperset(comma_list(value)):
+            connection.append(value)
+            continue
         if lower in _HOP_BY_HOP:
             raise LocalProtocolError(f"hop-by-hop header {name!r} set by the application", 500)
         if lower == b"content-length":
@@ -78,7 +91,9 @@ def _check_app_headers(headers: List[Tuple[bytes, bytes]]) -> AppHead:
         elif lower == b"server":
             has_server = True
         out.append(b"%s: %s\r\n" % (name, value))
-    return AppHead(b"".join(out), content_length, has_date, has_server)
+    close = any(b"close" in comma_list(value) for value in connection)
+    return AppHead(b"".join(out), content_length, has_date, has_server, close,
+                   b", ".join(connection))
 
 
 def plan_framing(
