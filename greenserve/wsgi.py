@@ -262,6 +262,18 @@ class FileWrapper:
             return bytes(data)
         raise StopIteration
 
+    # A file's position, passed through: werkzeug answers a Range request by seeking the
+    # wrapper when it can, and otherwise reads and discards everything before the range.
+    def seekable(self) -> bool:
+        seekable = getattr(self.filelike, "seekable", None)
+        return bool(seekable()) if seekable is not None else False
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return int(self.filelike.seek(offset, whence))
+
+    def tell(self) -> int:
+        return int(self.filelike.tell())
+
 
 _app_heads: Dict[Tuple[Tuple[str, str], ...], AppHead] = {}
 _warned: Set[bytes] = set()  # the app Connection values logged already

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import io
+from typing import Optional
 import os
 
 import pytest
 import requests
 
 flask = pytest.importorskip("flask")
-from flask import Flask, jsonify, request, stream_with_context, url_for  # noqa: E402
+from flask import Flask, jsonify, request, send_file, stream_with_context, url_for  # noqa: E402
 
 from conftest import Reader, connect  # noqa: E402
 
@@ -185,3 +187,35 @@ def test_flask_error_handler_for_500(flask_server):
     assert resp.json() == {"error": "custom handler", "original": "flask view failed"}
     # Flask handled it: the server keeps the connection's successor working.
     assert requests.get(flask_server.url + "/remote", timeout=10).status_code == 200
+
+
+class CountingFile(io.BytesIO):
+    """A file in memory that counts the bytes read from it (werkzeug knows its size, as it
+    does a real file's)."""
+
+    bytes_read = 0
+
+    def read(self, size: Optional[int] = -1) -> bytes:
+        data = super().read(size)
+        CountingFile.bytes_read += len(data)
+        return data
+
+
+def test_range_of_a_large_file_seeks_instead_of_reading_up_to_it(serve):
+    """Regression: wsgi.file_wrapper had no seekable()/seek()/tell(), so werkzeug answered
+    "Range: bytes=-100" of a large file by reading and discarding everything before the range
+    (about 1 s of a blocked loop per GiB). With them, it seeks."""
+    data = os.urandom(8 << 20)
+    app = Flask(__name__)
+
+    @app.get("/big")
+    def big():
+        return send_file(CountingFile(data), mimetype="application/octet-stream",
+                         conditional=True, max_age=0)
+
+    server = serve(app, validate=False)
+    CountingFile.bytes_read = 0
+    resp = requests.get(server.url + "/big", headers={"Range": "bytes=-100"}, timeout=10)
+    assert resp.status_code == 206
+    assert resp.content == data[-100:]
+    assert CountingFile.bytes_read < 1 << 20
