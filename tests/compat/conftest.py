@@ -10,6 +10,7 @@ modes and the long cases are marked ``compat_full``. The whole matrix: ``pytest 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import urllib.error
 import urllib.request
@@ -52,6 +53,23 @@ class Served:
     def check_log(self) -> None:
         """Fail if the server logged a traceback or an internal error."""
         assert not self.proc.tracebacks(), self.proc.stderr
+
+    def log_mark(self) -> int:
+        """The number of lines in the server's error log so far: pass it to
+        ``expect_traceback`` to look only at what is logged after now."""
+        return len(self.proc.lines)
+
+    def expect_traceback(self, since: int, last_line: str, timeout: float = 10.0) -> None:
+        """Assert that the server's log, after its first ``since`` lines, holds a traceback that
+        ends in ``last_line``; then drop the lines that start tracebacks there, so that the
+        teardown check (which fails on any such line) still fails on any other traceback. The
+        log's reader thread only appends, so deleting earlier lines races with nothing."""
+        lines = self.proc.lines
+        self.proc.wait_for(re.compile(re.escape(last_line)), timeout=timeout)
+        starts = [i for i in range(since, len(lines)) if "Traceback" in lines[i]]
+        assert starts, self.proc.stderr
+        for i in reversed(starts):
+            del lines[i]
 
 
 @pytest.fixture

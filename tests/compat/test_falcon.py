@@ -5,7 +5,6 @@ responder, and a streamed body."""
 from __future__ import annotations
 
 import json
-import re
 
 import pytest
 
@@ -78,11 +77,11 @@ def test_unhandled_exception_is_a_500_and_its_traceback_reaches_the_server_log(s
     # traceback to environ["wsgi.errors"]: that stream must end up in greenserve's error log,
     # or the operator never sees why requests fail.
     server = served(APP)
-    since = len(server.proc.lines)
+    since = server.log_mark()
     reply = requests.get(server.url + "/boom", timeout=TIMEOUT)
     assert reply.status_code == 500
     assert reply.json() == {"title": "500 Internal Server Error"}
-    expect_traceback(server, since, "RuntimeError: falconapp deliberate failure")
+    server.expect_traceback(since, "RuntimeError: falconapp deliberate failure")
     # The server stays up for the next request.
     assert requests.get(server.url + "/items/1", timeout=TIMEOUT).status_code == 200
 
@@ -100,15 +99,3 @@ def test_streamed_body_is_sent_chunked(served) -> None:
     assert b"".join(chunks) == expected
     assert len(chunks) > 1  # streamed as it was produced, not gathered into one piece
 
-
-def expect_traceback(server, since: int, last_line: str, timeout: float = 10.0) -> None:
-    """Assert that the server's log, after its first ``since`` lines, holds a traceback that
-    ends in ``last_line``; then drop the lines that start tracebacks there, so that the
-    teardown check (which fails on any such line) still fails on any other traceback. The
-    log's reader thread only appends, so deleting earlier lines races with nothing."""
-    lines = server.proc.lines
-    server.proc.wait_for(re.compile(re.escape(last_line)), timeout=timeout)
-    starts = [i for i in range(since, len(lines)) if "Traceback" in lines[i]]
-    assert starts, server.proc.stderr
-    for i in reversed(starts):
-        del lines[i]

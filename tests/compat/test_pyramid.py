@@ -85,12 +85,12 @@ def test_framework_errors_keep_their_status_and_body(served) -> None:
 
 def test_unhandled_exception_is_a_500_from_the_server_with_the_traceback_logged(served) -> None:
     server = served(APP)
-    since = len(server.proc.lines)
+    since = server.log_mark()
     reply = requests.get(server.url + "/boom", timeout=TIMEOUT)
     assert reply.status_code == 500
     assert reply.text == "500 Internal Server Error\n"
     # Pyramid looks for an exception view first, so the log shows a chained traceback.
-    expect_traceback(server, since, "RuntimeError: pyramidapp deliberate failure")
+    server.expect_traceback(since, "RuntimeError: pyramidapp deliberate failure")
     assert server.proc.matches(re.compile(r"\[ERROR\] error in the WSGI app"))
     # The server stays up for the next request.
     assert requests.get(server.url + "/items/1", timeout=TIMEOUT).status_code == 200
@@ -109,15 +109,3 @@ def test_app_iter_is_sent_chunked(served) -> None:
     assert b"".join(chunks) == expected
     assert len(chunks) > 1  # streamed as it was produced, not gathered into one piece
 
-
-def expect_traceback(server, since: int, last_line: str, timeout: float = 10.0) -> None:
-    """Assert that the server's log, after its first ``since`` lines, holds a traceback that
-    ends in ``last_line``; then drop the lines that start tracebacks there, so that the
-    teardown check (which fails on any such line) still fails on any other traceback. The
-    log's reader thread only appends, so deleting earlier lines races with nothing."""
-    lines = server.proc.lines
-    server.proc.wait_for(re.compile(re.escape(last_line)), timeout=timeout)
-    starts = [i for i in range(since, len(lines)) if "Traceback" in lines[i]]
-    assert starts, server.proc.stderr
-    for i in reversed(starts):
-        del lines[i]
