@@ -1,10 +1,11 @@
 """The compatibility matrix: real, unmodified third-party WSGI apps served by greenserve as a
 real process (the CLI, as users run it) and driven by the clients their users use.
 
-Every case takes the ``served`` fixture, which starts ``python -m greenserve APP`` in one of
-three modes: ``single`` (one process), ``workers2`` (``--workers 2``) and ``patch``
-(``--patch``). The ``single`` rows are the short set that runs by default (and in CI); the other
-modes and the long cases are marked ``compat_full``. The whole matrix: ``pytest -m compat``.
+Every case takes the ``served`` fixture (or ``site``, which serves the test module's APP with
+it), which starts ``python -m greenserve APP`` in one of three modes: ``single`` (one
+process), ``workers2`` (``--workers 2``) and ``patch`` (``--patch``). The ``single`` rows are
+the short set that runs by default (and in CI); the other modes and the long cases are marked
+``compat_full``. The whole matrix: ``pytest -m compat``.
 """
 
 from __future__ import annotations
@@ -94,6 +95,13 @@ def served(mode: str) -> Iterator[Callable[..., Served]]:
         server.proc.kill_all()
     for server in started:
         server.check_log()
+
+
+@pytest.fixture
+def site(served: Callable[..., Served], request: Any) -> Served:
+    """greenserve serving the test module's ``APP`` (in this test's mode). A module whose app
+    needs an environment of its own defines its own ``site``."""
+    return served(request.module.APP)
 
 
 def _wait_ready(url: str) -> None:
