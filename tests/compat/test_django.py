@@ -180,26 +180,14 @@ def test_admin_login_with_a_chunked_form_body(site: Any) -> None:
     _check_logged_in(site, session, reply)
 
 
-def test_upload_small(site: Any) -> None:
-    payload = os.urandom(SMALL)
-    _check_saved(_upload(site, payload), payload)
-
-
-def test_upload_small_chunked(site: Any) -> None:
-    payload = os.urandom(SMALL)
-    _check_saved(_upload_chunked(site, payload), payload)
-
-
 # 20 MB goes to a temporary file (past FILE_UPLOAD_MAX_MEMORY_SIZE) and takes well under a
-# second here, so these two stay in the default set.
-def test_upload_large(site: Any) -> None:
-    payload = os.urandom(LARGE)
-    _check_saved(_upload(site, payload), payload)
-
-
-def test_upload_large_chunked(site: Any) -> None:
-    payload = os.urandom(LARGE)
-    _check_saved(_upload_chunked(site, payload), payload)
+# second here, so the large uploads stay in the default set too.
+@pytest.mark.parametrize("size", [SMALL, LARGE], ids=["small", "large"])
+@pytest.mark.parametrize("chunked", [False, True], ids=["length", "chunked"])
+def test_upload(site: Any, size: int, chunked: bool) -> None:
+    payload = os.urandom(size)
+    upload = _upload_chunked if chunked else _upload
+    _check_saved(upload(site, payload), payload)
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["length", "chunked"])
