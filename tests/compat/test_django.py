@@ -13,16 +13,15 @@ import hashlib
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
-from urllib.parse import urlencode, urlsplit
+from typing import Any, Dict, Optional, Tuple
+from urllib.parse import urlencode
 
 import pytest
 
-from .conftest import need
+from .conftest import Head, field_values, head_like_get, need, pieces
 
 pytest.importorskip("django")
 requests = pytest.importorskip("requests")
@@ -82,12 +81,6 @@ def _csrf_token(html: str) -> str:
     return found.group(1)
 
 
-def _pieces(body: bytes, size: int = PIECE) -> Iterator[bytes]:
-    """A generator body: requests sends it with Transfer-Encoding: chunked, a chunk a piece."""
-    for start in range(0, len(body), size):
-        yield body[start:start + size]
-
-
 def _login(site: Any, *, chunked: bool) -> Tuple[requests.Session, requests.Response]:
     """Log in to the admin as a browser does: GET the form (csrftoken cookie and hidden token),
     POST it back. Returns the session and the POST's (unfollowed) reply."""
@@ -101,7 +94,7 @@ def _login(site: Any, *, chunked: bool) -> Tuple[requests.Session, requests.Resp
     }).encode()
     headers = {"Content-Type": "application/x-www-form-urlencoded",
                "Referer": site.url + "/admin/login/?next=/admin/"}
-    body: Any = _pieces(form, 16) if chunked else form
+    body: Any = pieces(form, 16) if chunked else form
     reply = session.post(site.url + "/admin/login/?next=/admin/", data=body, headers=headers,
                          allow_redirects=False, timeout=TIMEOUT)
     if chunked:
@@ -154,75 +147,21 @@ def _upload_chunked(site: Any, payload: bytes) -> requests.Response:
         "csrfmiddlewaretoken": token, "title": "holiday pictures",
         "file": ("pictures.tar", payload, "application/x-tar"),
     })
-    reply = session.post(site.url + "/upload/", data=_pieces(body),
+    reply = session.post(site.url + "/upload/", data=pieces(body, PIECE),
                          headers={"Content-Type": content_type}, timeout=TIMEOUT)
     assert reply.request.headers.get("Transfer-Encoding") == "chunked"
     return reply
 
 
-Head = Tuple[int, List[Tuple[str, str]]]
-
-
-def _raw(url: str, method: str, path: str, headers: Optional[Dict[str, str]] = None
-         ) -> Tuple[Head, bytes]:
-    """Send one request on a new connection (``Connection: close``) and read until the server
-    closes. Returns the parsed head and every byte that came after it, unparsed."""
-    parts = urlsplit(url)
-    lines = [f"{method} {path} HTTP/1.1", f"Host: {parts.netloc}", "Connection: close"]
-    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
-    with socket.create_connection((parts.hostname, parts.port), timeout=TIMEOUT) as sock:
-        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-        received = bytearray()
-        while True:
-            data = sock.recv(1 << 16)
-            if not data:
-                break
-            received += data
-    head, sep, rest = bytes(received).partition(b"\r\n\r\n")
-    assert sep, received[:2000]
-    status_line, *fields = head.decode("latin-1").split("\r\n")
-    version, status, _ = status_line.split(" ", 2)
-    assert version == "HTTP/1.1"
-    parsed = [(name.strip().lower(), value.strip())
-              for name, _, value in (field.partition(":") for field in fields)]
-    return (int(status), parsed), rest
-
-
-# Fields whose value is the time or a fresh token, and so differs between any two responses.
+# Fields whose value is the time or a fresh token, and so differs between any two responses:
+# HEAD and GET must both carry them (a Set-Cookie for the same cookie), with any value.
 _VOLATILE = {"date", "expires", "set-cookie"}
-# Framing: a HEAD response has no body to frame (RFC 9112 6.1 lets it omit Transfer-Encoding).
-_FRAMING = {"transfer-encoding", "connection"}
 
 
 def _check_head_like_get(url: str, path: str, headers: Optional[Dict[str, str]] = None) -> Head:
-    """HEAD ``path`` answers what GET answers, without a body (RFC 9110 9.3.2). Returns GET's
-    head."""
-    (get_status, get_fields), _ = _raw(url, "GET", path, headers)
-    (head_status, head_fields), rest = _raw(url, "HEAD", path, headers)
-    assert rest == b"", f"HEAD {path} answered with {len(rest)} body bytes"
-    assert head_status == get_status
-
-    def comparable(fields: List[Tuple[str, str]]) -> List[Tuple[str, str]]:
-        kept = []
-        for name, value in fields:
-            if name in _FRAMING:
-                continue
-            if name == "set-cookie":
-                value = value.partition("=")[0]  # the cookie's name, not its fresh value
-            elif name in _VOLATILE:
-                value = ""
-            kept.append((name, value))
-        return sorted(kept)
-
-    # Content-Length is compared here too: HEAD carries one only if GET carries the same one
-    # (a HEAD answer claiming "Content-Length: 0" for a body of unknown length is a lie that
-    # caches and clients believe).
-    assert comparable(head_fields) == comparable(get_fields)
-    return get_status, get_fields
-
-
-def _field(fields: List[Tuple[str, str]], name: str) -> List[str]:
-    return [value for key, value in fields if key == name]
+    """HEAD ``path`` answers what GET answers, without a body, but for the values of the
+    volatile fields (see ``head_like_get``). Returns GET's head."""
+    return head_like_get(url, path, headers, volatile=_VOLATILE)
 
 
 # -- the rows -----------------------------------------------------------------------------------
@@ -241,26 +180,14 @@ def test_admin_login_with_a_chunked_form_body(site: Any) -> None:
     _check_logged_in(site, session, reply)
 
 
-def test_upload_small(site: Any) -> None:
-    payload = os.urandom(SMALL)
-    _check_saved(_upload(site, payload), payload)
-
-
-def test_upload_small_chunked(site: Any) -> None:
-    payload = os.urandom(SMALL)
-    _check_saved(_upload_chunked(site, payload), payload)
-
-
 # 20 MB goes to a temporary file (past FILE_UPLOAD_MAX_MEMORY_SIZE) and takes well under a
-# second here, so these two stay in the default set.
-def test_upload_large(site: Any) -> None:
-    payload = os.urandom(LARGE)
-    _check_saved(_upload(site, payload), payload)
-
-
-def test_upload_large_chunked(site: Any) -> None:
-    payload = os.urandom(LARGE)
-    _check_saved(_upload_chunked(site, payload), payload)
+# second here, so the large uploads stay in the default set too.
+@pytest.mark.parametrize("size", [SMALL, LARGE], ids=["small", "large"])
+@pytest.mark.parametrize("chunked", [False, True], ids=["length", "chunked"])
+def test_upload(site: Any, size: int, chunked: bool) -> None:
+    payload = os.urandom(size)
+    upload = _upload_chunked if chunked else _upload
+    _check_saved(upload(site, payload), payload)
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["length", "chunked"])
@@ -320,20 +247,20 @@ def test_file_response(site: Any, data_dir: Path) -> None:
 def test_head_is_get_without_body(site: Any) -> None:
     # The admin's login page (an HttpResponse: CommonMiddleware gives it a Content-Length).
     status, fields = _check_head_like_get(site.url, "/admin/login/")
-    assert status == 200 and _field(fields, "content-length")
+    assert status == 200 and field_values(fields, "content-length")
     # The admin's index as a logged-in user.
     session, reply = _login(site, chunked=False)
     assert reply.status_code == 302
     cookie = "; ".join(f"{name}={value}" for name, value in session.cookies.items())
     status, fields = _check_head_like_get(site.url, "/admin/", {"Cookie": cookie})
-    assert status == 200 and _field(fields, "content-length")
+    assert status == 200 and field_values(fields, "content-length")
     # The upload form.
     status, fields = _check_head_like_get(site.url, "/upload/")
     assert status == 200
     # A streamed response: GET has no Content-Length, so HEAD must not claim one.
     status, fields = _check_head_like_get(site.url, "/stream/?count=100")
-    assert status == 200 and not _field(fields, "content-length")
-    assert _field(fields, "transfer-encoding") == ["chunked"]
+    assert status == 200 and not field_values(fields, "content-length")
+    assert field_values(fields, "transfer-encoding") == ["chunked"]
     # A FileResponse: HEAD carries the file's length, as GET does.
     status, fields = _check_head_like_get(site.url, "/files/download.bin")
-    assert status == 200 and _field(fields, "content-length") == [str(DOWNLOAD_SIZE)]
+    assert status == 200 and field_values(fields, "content-length") == [str(DOWNLOAD_SIZE)]

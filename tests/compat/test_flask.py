@@ -9,15 +9,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
 import subprocess
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
-from urllib.parse import urlsplit
+from typing import Any, Dict, Optional, Tuple
 
 import pytest
 
-from .conftest import need
+from .conftest import Head, field_values, head_like_get, need, pieces, raw_exchange
 
 pytest.importorskip("flask")
 requests = pytest.importorskip("requests")
@@ -42,53 +40,10 @@ def site(served: Any, report: Tuple[Path, bytes]) -> Any:
     return served(APP, env={"FLASK_DATA_DIR": str(report[0])})
 
 
-Head = Tuple[int, List[Tuple[str, str]]]
-
-
-def _raw(url: str, method: str, path: str, headers: Optional[Dict[str, str]] = None
-         ) -> Tuple[Head, bytes]:
-    """Send one request on a new connection (``Connection: close``) and read until the server
-    closes. Returns the parsed head and every byte that came after it, unparsed."""
-    parts = urlsplit(url)
-    lines = [f"{method} {path} HTTP/1.1", f"Host: {parts.netloc}", "Connection: close"]
-    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
-    with socket.create_connection((parts.hostname, parts.port), timeout=TIMEOUT) as sock:
-        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-        received = bytearray()
-        while True:
-            data = sock.recv(1 << 16)
-            if not data:
-                break
-            received += data
-    head, sep, rest = bytes(received).partition(b"\r\n\r\n")
-    assert sep, received[:2000]
-    status_line, *fields = head.decode("latin-1").split("\r\n")
-    version, status, _ = status_line.split(" ", 2)
-    assert version == "HTTP/1.1"
-    parsed = [(name.strip().lower(), value.strip())
-              for name, _, value in (field.partition(":") for field in fields)]
-    return (int(status), parsed), rest
-
-
-def _field(fields: List[Tuple[str, str]], name: str) -> List[str]:
-    return [value for key, value in fields if key == name]
-
-
 def _check_head_like_get(url: str, path: str, headers: Optional[Dict[str, str]] = None) -> Head:
-    """HEAD ``path`` answers what GET answers, without a body (RFC 9110 9.3.2); Content-Length
-    only where GET carries the same one. Returns GET's head."""
-    (get_status, get_fields), _ = _raw(url, "GET", path, headers)
-    (head_status, head_fields), rest = _raw(url, "HEAD", path, headers)
-    assert rest == b"", f"HEAD {path} answered with {len(rest)} body bytes"
-    assert head_status == get_status
-
-    def comparable(fields: List[Tuple[str, str]]) -> List[Tuple[str, str]]:
-        # Date is the time; framing fields frame a body HEAD does not have (RFC 9112 6.1).
-        return sorted((name, value) for name, value in fields
-                      if name not in ("date", "transfer-encoding", "connection"))
-
-    assert comparable(head_fields) == comparable(get_fields)
-    return get_status, get_fields
+    """HEAD ``path`` answers what GET answers, without a body; every field but Date (the time)
+    compared with its value (see ``head_like_get``). Returns GET's head."""
+    return head_like_get(url, path, headers, skip={"date"})
 
 
 # -- send_file and Range ------------------------------------------------------------------------
@@ -171,9 +126,9 @@ def test_send_file_revalidation(site: Any, report: Tuple[Path, bytes]) -> None:
 
 def test_send_file_head(site: Any) -> None:
     status, fields = _check_head_like_get(site.url, "/report")
-    assert status == 200 and _field(fields, "content-length") == [str(REPORT_SIZE)]
+    assert status == 200 and field_values(fields, "content-length") == [str(REPORT_SIZE)]
     status, fields = _check_head_like_get(site.url, "/report", {"Range": "bytes=0-99"})
-    assert status == 206 and _field(fields, "content-length") == ["100"]
+    assert status == 206 and field_values(fields, "content-length") == ["100"]
 
 
 # -- a streamed response ------------------------------------------------------------------------
@@ -196,22 +151,16 @@ def test_streamed_response_head(site: Any) -> None:
     # "Content-Length: 0" would tell caches and clients the resource is empty).
     # The same for a generator under stream_with_context (which Flask starts on creation).
     for path in ("/numbers?count=100", "/greet?name=Ann"):
-        (status, head_fields), rest = _raw(site.url, "HEAD", path)
+        (status, head_fields), rest = raw_exchange(site.url, "HEAD", path)
         assert status == 200 and rest == b""
-        assert not _field(head_fields, "content-length"), (path, head_fields)
+        assert not field_values(head_fields, "content-length"), (path, head_fields)
         status, fields = _check_head_like_get(site.url, path)
         assert status == 200
-        assert not _field(fields, "content-length")
-        assert _field(fields, "transfer-encoding") == ["chunked"]
+        assert not field_values(fields, "content-length")
+        assert field_values(fields, "transfer-encoding") == ["chunked"]
 
 
 # -- uploads read from request.stream -----------------------------------------------------------
-
-def _pieces(body: bytes, size: int) -> Iterator[bytes]:
-    """A generator body: requests sends it with Transfer-Encoding: chunked, a chunk a piece."""
-    for start in range(0, len(body), size):
-        yield body[start:start + size]
-
 
 @pytest.mark.parametrize("flags", [(), ("--no-buffer-chunked-body",)], ids=["buffered", "streamed"])
 def test_chunked_upload_read_from_stream(served: Any, report: Tuple[Path, bytes],
@@ -222,7 +171,7 @@ def test_chunked_upload_read_from_stream(served: Any, report: Tuple[Path, bytes]
     site = served(APP, *flags, env={"FLASK_DATA_DIR": str(report[0])})
     for piece in (1 << 16, 1000):  # large chunks, and many small ones
         payload = os.urandom(3 << 20)
-        reply = requests.post(site.url + "/upload", data=_pieces(payload, piece),
+        reply = requests.post(site.url + "/upload", data=pieces(payload, piece),
                               headers={"Content-Type": "application/octet-stream"},
                               timeout=TIMEOUT)
         assert reply.request.headers.get("Transfer-Encoding") == "chunked"
