@@ -10,7 +10,6 @@ the short set that runs by default (and in CI); the other modes and the long cas
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import socket
