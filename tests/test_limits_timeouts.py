@@ -388,6 +388,17 @@ def test_min_body_rate_lets_a_slow_body_above_the_rate_through(serve):
         assert Reader(sock).read_response().body == b"/ok|" + body
 
 
+def trickle_one_byte_chunks(sock: socket.socket, most: int = 100) -> None:
+    """Send one-byte chunks, one each 50 ms at the most, until the server answers or closes."""
+    for _ in range(most):
+        try:
+            sock.sendall(b"1\r\nx\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            return
+        if wait_readable(sock, 0.05):
+            return
+
+
 def test_min_body_rate_applies_to_chunked_bodies_and_to_draining(serve):
     """A chunked body of one-byte chunks the app does not read: the server's drain of it is
     held to the minimum rate too, and the connection is closed."""
@@ -398,13 +409,7 @@ def test_min_body_rate_applies_to_chunked_bodies_and_to_draining(serve):
         sock.settimeout(5)
         assert reader.read_response().body == b"/x"
         started = time.monotonic()
-        for _ in range(100):
-            try:
-                sock.sendall(b"1\r\nx\r\n")
-            except (BrokenPipeError, ConnectionResetError):
-                break
-            if wait_readable(sock, 0.05):
-                break
+        trickle_one_byte_chunks(sock)
         assert reader.at_eof(5)
         assert time.monotonic() - started < 3
 
@@ -419,13 +424,7 @@ def test_min_body_rate_applies_while_a_chunked_body_is_buffered(serve):
     with connect(server) as sock:
         sock.sendall(b"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
         started = time.monotonic()
-        for _ in range(100):
-            try:
-                sock.sendall(b"1\r\nx\r\n")
-            except (BrokenPipeError, ConnectionResetError):
-                break
-            if wait_readable(sock, 0.05):
-                break
+        trickle_one_byte_chunks(sock)
         expect_rejection(sock, 408)
         assert time.monotonic() - started < 3
     assert called == []
