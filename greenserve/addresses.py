@@ -4,7 +4,8 @@ Forms: ``HOST:PORT``, ``[IPV6]:PORT`` (``[::]`` is dual-stack: IPv6 and IPv4), `
 IPv4 interfaces), ``unix:/path``, ``fd://N`` (an inherited, already-bound socket on fd N).
 
 Also ``ip_literal``: the strict reading of an address that a peer claims for a client (proxy
-headers, the PROXY protocol), where only a plain IP literal is an address.
+headers, the PROXY protocol), where only a plain IP literal is an address; and
+``client_address``: how such an address is then written (REMOTE_ADDR).
 """
 
 from __future__ import annotations
@@ -70,3 +71,19 @@ def ip_literal(text: str) -> Optional[IPAddress]:
         return ipaddress.ip_address(text)
     except ValueError:
         return None
+
+
+def client_address(ip: IPAddress) -> str:
+    """The text of a client's address, as REMOTE_ADDR gives it, the same on every Python.
+
+    An IPv4-mapped IPv6 address (``::ffff:a.b.c.d``, RFC 4291 2.5.5.2) is what a dual-stack
+    socket makes of an IPv4 client: it is written as that IPv4 address, as the server does for
+    its own dual-stack peers, so a client has the same REMOTE_ADDR whether it comes directly or
+    through a proxy, however the proxy listens, and an app's IPv4 allow-list or log matches
+    it. Any other address is written canonically (RFC 5952 4 for IPv6). ``str`` alone would
+    not do: Python 3.13 writes a mapped address ``::ffff:192.0.2.1``, older versions
+    ``::ffff:c000:201``.
+    """
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ip)

@@ -29,7 +29,7 @@ import ipaddress
 import re
 from typing import Any, Dict, List, Optional, Tuple
 
-from .addresses import ip_literal
+from .addresses import client_address, ip_literal
 
 FORWARDED_KEYS = ("HTTP_FORWARDED",)
 X_FORWARDED_KEYS = ("HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO", "HTTP_X_FORWARDED_HOST",
@@ -183,7 +183,8 @@ def _ip(text: str) -> Optional[Any]:
 def split_node(node: str) -> Tuple[Optional[str], Optional[str]]:
     """A Forwarded node or an X-Forwarded-For item -> (IP address, port); None where absent
     or not a plain IP literal (RFC 7239 6: "unknown" and obfuscated identifiers are not
-    addresses; nor is a zone index, which names an interface of the proxy's host)."""
+    addresses; nor is a zone index, which names an interface of the proxy's host). The address
+    is written by ``client_address``: an IPv4-mapped one as its IPv4 address."""
     if node.startswith("["):
         host, _, rest = node[1:].partition("]")
         port = rest[1:] if rest.startswith(":") else None
@@ -192,7 +193,8 @@ def split_node(node: str) -> Tuple[Optional[str], Optional[str]]:
     else:
         host, port = node, None  # IPv4, or a bare IPv6 address (X-Forwarded-For writes them)
     ip = ip_literal(host)
-    return (str(ip) if ip is not None else None), (_port(port) if port is not None else None)
+    address = client_address(ip) if ip is not None else None
+    return address, (_port(port) if port is not None else None)
 
 
 def _port(text: str) -> Optional[str]:

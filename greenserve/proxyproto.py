@@ -16,7 +16,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Optional, Tuple
 
-from .addresses import ip_literal
+from .addresses import IPAddress, client_address, ip_literal
 
 V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
 V1_PREFIX = b"PROXY "
@@ -73,18 +73,24 @@ def _parse_v1(header: bytes) -> Source:
     if len(fields) != 6 or fields[1] not in ("TCP4", "TCP6"):
         raise ProxyProtocolError(f"malformed PROXY v1 line {line[:60]!r}")
     _, family, source, destination, source_port, destination_port = fields
-    version = 4 if family == "TCP4" else 6
-    for address in (source, destination):
-        ip = ip_literal(address)  # a plain literal: no zone index ('%'), no name
-        if ip is None:
-            raise ProxyProtocolError(f"bad address {address!r} in PROXY v1 line")
-        if ip.version != version:
-            raise ProxyProtocolError(f"{address!r} is not an {family} address")
+    client = _v1_address(source, family)
+    _v1_address(destination, family)
     for port in (source_port, destination_port):
         # spec 2.1: a decimal 0..65535 with no leading zeros (ASCII: the line was decoded so)
         if not port.isdigit() or (len(port) > 1 and port[0] == "0") or int(port) > 65535:
             raise ProxyProtocolError(f"bad port {port!r} in PROXY v1 line")
-    return str(ip_literal(source)), source_port
+    return client_address(client), source_port
+
+
+def _v1_address(address: str, family: str) -> IPAddress:
+    """An address of a v1 line: a plain literal (no zone index ('%'), no name) of ``family``
+    ("TCP4" or "TCP6"). Raises ProxyProtocolError."""
+    ip = ip_literal(address)
+    if ip is None:
+        raise ProxyProtocolError(f"bad address {address!r} in PROXY v1 line")
+    if ip.version != (4 if family == "TCP4" else 6):
+        raise ProxyProtocolError(f"{address!r} is not an {family} address")
+    return ip
 
 
 def _parse_v2(header: bytes) -> Source:
@@ -109,4 +115,4 @@ def _parse_v2(header: bytes) -> Source:
         raise ProxyProtocolError("PROXY v2 address block too short")
     source = ipaddress.ip_address(body[:size])  # 4 bytes: IPv4, 16: IPv6
     port = int.from_bytes(body[2 * size:2 * size + 2], "big")
-    return str(source), str(port)
+    return client_address(source), str(port)

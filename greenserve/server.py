@@ -354,7 +354,9 @@ class Server:
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         remote = (peer[0], str(peer[1])) if isinstance(peer, tuple) else None
         if remote is not None and remote[0].startswith("::ffff:") and "." in remote[0]:
-            # IPv4 on a dual-stack [::] listener: the mapped address (RFC 4291 2.5.5.2)
+            # IPv4 on a dual-stack [::] listener: the mapped address (RFC 4291 2.5.5.2), which
+            # the C library (inet_ntop) writes ::ffff:a.b.c.d on every Python, is reported as
+            # a.b.c.d, as addresses.client_address writes one that a proxy names.
             remote = (remote[0][7:], remote[1])
         conn = listener.make_connection(self, client, listener.environ, remote)
         self.connections[conn] = None

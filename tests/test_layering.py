@@ -10,6 +10,7 @@ nothing but the entry points imports the patch.
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -321,6 +322,32 @@ def test_mypy_strict_passes():
     pytest.importorskip("mypy")
     proc = subprocess.run(
         [sys.executable, "-m", "mypy", "--strict", "greenserve"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def oldest_python() -> Tuple[int, int]:
+    """The lower bound of requires-python in pyproject.toml (">=3.9" -> (3, 9))."""
+    text = (ROOT / "pyproject.toml").read_text()
+    m = re.search(r'^requires-python = ">=(\d+)\.(\d+)"$', text, re.M)
+    assert m is not None, "requires-python is not a plain >=X.Y"
+    return int(m.group(1)), int(m.group(2))
+
+
+def test_mypy_strict_passes_for_the_oldest_supported_python():
+    """pyproject has mypy check the package as Python 3.10, the oldest target mypy 2 knows;
+    where the installed mypy knows the oldest version requires-python allows (the mypy that
+    installs on Python 3.9, as in the 3.9 run of .ci/run), the package is checked as that
+    version too, so no later standard-library API or syntax slips in."""
+    defaults = pytest.importorskip("mypy.defaults")
+    oldest = oldest_python()
+    if tuple(defaults.PYTHON3_VERSION_MIN) > oldest:
+        pytest.skip("this mypy checks no target older than %d.%d; the mypy installed on "
+                    "Python %d.%d does (.ci/run)" % (*defaults.PYTHON3_VERSION_MIN, *oldest))
+    proc = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--python-version", "%d.%d" % oldest,
+         "greenserve"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr

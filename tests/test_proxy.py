@@ -4,6 +4,7 @@ listener that requires it (raw sockets, curl --haproxy-protocol, PROXY then TLS)
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import shutil
@@ -67,10 +68,41 @@ def test_malformed_forwarded_is_refused_whole(value):
     ("localhost:80", (None, "80")),
     ("010.0.0.1", (None, None)),
     (" 192.0.2.1", (None, None)),
-    ("::ffff:192.0.2.1", ("::ffff:c000:201", None)),
+    # An IPv4-mapped address: its IPv4 address (see the test below for why).
+    ("::ffff:192.0.2.1", ("192.0.2.1", None)),
+    ("[::FFFF:C000:201]:8080", ("192.0.2.1", "8080")),
+    # Not mapped (IPv4-compatible, IPv4-translated, NAT64): IPv6, written as every Python does.
+    ("::192.0.2.1", ("::c000:201", None)),
+    ("::ffff:0:192.0.2.1", ("::ffff:0:c000:201", None)),
+    ("[64:ff9b::192.0.2.1]:1", ("64:ff9b::c000:201", "1")),
 ])
 def test_split_node(node, expected):
     assert split_node(node) == expected
+
+
+# Why an IPv4-mapped client (::ffff:a.b.c.d, RFC 4291 2.5.5.2) is reported as a.b.c.d: it is
+# what a dual-stack socket makes of an IPv4 client, so nginx on [::] (ipv6only=off) writes
+# $remote_addr "::ffff:192.0.2.1" into X-Forwarded-For or Forwarded (RFC 7239 6 has no other
+# form for it), and HAProxy may send it as TCP6 in a PROXY header. The client is the IPv4 host
+# 192.0.2.1, and that is what apps compare REMOTE_ADDR with: IPv4 allow-lists
+# (ip_address(REMOTE_ADDR) in ip_network("192.0.2.0/24") is False for the IPv6 form), rate
+# limits and logs keyed by address. greenserve already reports its own dual-stack peers so
+# (server.py, and tests/test_sockets.py: "127.0.0.1", not "::ffff:127.0.0.1"); a client keeps
+# one REMOTE_ADDR whether or not a proxy stands in front. Had it stayed IPv6, the mixed notation
+# of RFC 4291 2.2 and RFC 5952 5 (::ffff:192.0.2.1) would be the spelling; but str() gives
+# ::ffff:c000:201 up to Python 3.12 and ::ffff:192.0.2.1 from 3.13, so greenserve never writes
+# these addresses with str(): addresses.client_address does, the same on every version.
+@pytest.mark.parametrize("family, header", [
+    ("x-forwarded", {"x_forwarded_for": "203.0.113.9, ::ffff:192.0.2.1"}),
+    ("x-forwarded", {"x_forwarded_for": "::ffff:c000:201"}),
+    ("forwarded", {"forwarded": 'for="[::ffff:192.0.2.1]:4711"'}),
+])
+def test_an_ipv4_mapped_client_is_reported_as_its_ipv4_address(family, header):
+    environ = env(**header)
+    ProxyHeaders(("10.0.0.0/8",), 1, family).apply(environ, ("::ffff:10.0.0.1", "5000"))
+    assert environ["REMOTE_ADDR"] == "192.0.2.1"
+    assert environ.get("REMOTE_PORT") == ("4711" if family == "forwarded" else None)
+    assert ipaddress.ip_address(environ["REMOTE_ADDR"]) in ipaddress.ip_network("192.0.2.0/24")
 
 
 # -- trust and selection -----------------------------------------------------------------------
@@ -234,8 +266,8 @@ def v2(command=1, family=0x11, body=None, version=2):
             + struct.pack("!H", len(body)) + body)
 
 
-def v2_tcp6():
-    body = (socket.inet_pton(socket.AF_INET6, "2001:db8::5") + socket.inet_pton(
+def v2_tcp6(source="2001:db8::5"):
+    body = (socket.inet_pton(socket.AF_INET6, source) + socket.inet_pton(
         socket.AF_INET6, "2001:db8::1") + struct.pack("!HH", 4000, 443) + b"\x04\x00\x01x")
     return v2(family=0x21, body=body)
 
@@ -247,6 +279,9 @@ def v2_tcp6():
     (b"PROXY UNKNOWN ffff::1 ffff::2 1 2\r\n", None),
     (v2(), ("203.0.113.7", "51234")),
     (v2_tcp6(), ("2001:db8::5", "4000")),
+    # An IPv4 client of a dual-stack proxy: its IPv4 address, as for proxy headers (see above).
+    (b"PROXY TCP6 ::ffff:203.0.113.7 2001:db8::1 4000 443\r\n", ("203.0.113.7", "4000")),
+    (v2_tcp6("::ffff:203.0.113.7"), ("203.0.113.7", "4000")),
     (v2(command=0, family=0, body=b""), None),  # LOCAL
     (v2(family=0x31, body=b"\0" * 216), None),  # AF_UNIX: keep the real peer
 ])
@@ -308,6 +343,13 @@ def test_proxy_protocol_v1_and_v2_set_the_client(proxied):
     with socket.create_connection(plain, timeout=10) as sock:
         sock.sendall(b"PROXY TCP4 203.0.113.7 10.0.0.1 51234 443\r\n" + GET % b"")
         assert Reader(sock).read_response().status == 400
+
+
+def test_a_real_server_reports_an_ipv4_mapped_client_as_ipv4(proxied):
+    server, plain, proxy = proxied()  # the plain listener trusts its loopback peer's headers
+    assert ask(plain, b"X-Forwarded-For: ::ffff:203.0.113.9\r\n")["REMOTE_ADDR"] == "203.0.113.9"
+    seen = ask(proxy, preamble=b"PROXY TCP6 ::ffff:203.0.113.7 ::ffff:10.0.0.1 51234 443\r\n")
+    assert (seen["REMOTE_ADDR"], seen["REMOTE_PORT"]) == ("203.0.113.7", "51234")
 
 
 def test_proxy_protocol_header_in_pieces(proxied):
