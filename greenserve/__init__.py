@@ -8,11 +8,11 @@ applied on import.
 
 from . import patch  # noqa: F401  (greenserve.patch.apply(): never applied on import)
 from ._version import __version__
-from .config import Config
+from .config.options import Config
 from .errors import ConfigError, GreenserveError, TaskKilled
-from .runtime import Event, Queue, Task, Timeout, sleep, spawn
-from .server import Server, serve
-from .threadpool import run_in_thread
+from .loop.tasks import Event, Queue, Task, Timeout, sleep, spawn
+from .serve.server import Server, serve
+from .loop.threadpool import run_in_thread
 
 __all__ = [
     "serve", "Server", "Config", "ConfigError", "GreenserveError", "__version__",

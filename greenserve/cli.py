@@ -16,13 +16,13 @@ import os
 import sys
 from typing import Any, Callable, Dict, Mapping, NoReturn, Optional, Sequence, Tuple
 
-from . import patch
+from .patch import apply as apply_patch
 from ._version import __version__
-from .config import ENV_PREFIX, Config, Setting, env_name, flag_name
-from .configfile import read_config_file, render_toml
+from .config.options import ENV_PREFIX, Config, Setting, env_name, flag_name
+from .config.file import read_config_file, render_toml
 from .errors import AppImportError, ConfigError
-from .logs import configure_logging
-from .supervisor import run
+from .observe.logs import configure_logging
+from .process.run import run
 
 log = logging.getLogger("greenserve.error")
 
@@ -158,7 +158,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ConfigError as exc:
         return _fail(str(exc))
     if config.patch:
-        patch.apply()  # before the app and the libraries it imports bind the blocking originals
+        apply_patch()  # before the app and the libraries it imports bind the blocking originals
     spec: str = args.app or ""
     try:
         if args.check_config:

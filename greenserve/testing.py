@@ -15,7 +15,7 @@ import contextlib
 import threading
 from typing import Any, Callable, Iterator
 
-from .server import Server
+from .serve.server import Server
 
 
 class RunningServer:

@@ -2,7 +2,7 @@
 
 import sys
 
-from greenserve.hub import get_hub
+from greenserve.loop.hub import get_hub
 
 
 def create_app():

@@ -18,7 +18,7 @@ from wsgiref.validate import validator
 
 import pytest
 
-from greenserve.hub import Hub
+from greenserve.loop.hub import Hub
 from greenserve.testing import RunningServer, running_server
 
 WsgiApp = Callable[..., Any]

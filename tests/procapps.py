@@ -9,8 +9,8 @@ import json
 import os
 import time
 
-from greenserve.hub import get_hub
-from greenserve.worker import current_worker
+from greenserve.loop.hub import get_hub
+from greenserve.process.worker import current_worker
 
 
 def app(environ, start_response):

@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from conftest import Reader, connect, request, serving_in_thread
-from greenserve.gsocket import GreenSocket
+from greenserve.loop.gsocket import GreenSocket
 
 SIMPLE = b"GET /small HTTP/1.1\r\nHost: x\r\n\r\n"
 

@@ -13,8 +13,8 @@ import requests
 
 from conftest import run_to_end
 from greenserve import cli
-from greenserve.config import Config
-from greenserve.configfile import read_config_file, render_toml
+from greenserve.config.options import Config
+from greenserve.config.file import read_config_file, render_toml
 from greenserve.errors import ConfigError
 from test_supervisor import APP, who, workers_seen
 

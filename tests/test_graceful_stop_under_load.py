@@ -22,7 +22,7 @@ import pytest
 
 from conftest import Reader, responses, wait_until
 from greenserve import Server
-from greenserve.hub import get_hub
+from greenserve.loop.hub import get_hub
 
 GRACE = 20.0
 

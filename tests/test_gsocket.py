@@ -17,8 +17,8 @@ from typing import Any, Callable, List, Tuple
 import pytest
 
 from greenserve.errors import ClosedResourceError
-from greenserve.gsocket import GreenSocket
-from greenserve.hub import Hub
+from greenserve.loop.gsocket import GreenSocket
+from greenserve.loop.hub import Hub
 
 from conftest import run_hub
 

@@ -21,7 +21,7 @@ import pytest
 import requests
 
 from conftest import Tracked, Reader, connect, request, wait_until
-import greenserve.wsgi
+import greenserve.http.wsgi
 from greenserve.errors import ClientDisconnected, ClientError
 
 MiB = 1 << 20
@@ -383,7 +383,7 @@ def test_100_continue_sent_lazily_when_app_reads(serve):
 def test_100_continue_not_sent_before_the_app_reads(serve):
     """The app does other work (a cooperative 0.3 s pause) before it reads: no 100 may reach
     the client in that time, and it comes once the app reads."""
-    from greenserve.hub import get_hub
+    from greenserve.loop.hub import get_hub
 
     def app(environ, start_response):
         get_hub().sleep(0.3)
@@ -1053,8 +1053,8 @@ def test_app_connection_close_is_honoured_and_warned_once(serve, caplog, monkeyp
     after it, and warns once, naming the header. Framing-changing hop-by-hop headers are still
     refused (test_illegal_app_headers_give_500_never_a_split_response)."""
     caplog.set_level(logging.WARNING, logger="greenserve.error")
-    monkeypatch.setattr(greenserve.wsgi, "_warned", set())  # as in a new process
-    monkeypatch.setattr(greenserve.wsgi, "_app_heads", {})
+    monkeypatch.setattr(greenserve.http.wsgi, "_warned", set())  # as in a new process
+    monkeypatch.setattr(greenserve.http.wsgi, "_app_heads", {})
 
     def app(environ, start_response):
         start_response("200 OK", [("Content-Type", "text/plain"), ("Connection", value)])

@@ -1,4 +1,4 @@
-"""Unit tests of greenserve.hub.Hub, driven for real.
+"""Unit tests of greenserve.loop.hub.Hub, driven for real.
 
 Most tests use ``run_hub(main)``: a fresh Hub runs in the test thread, ``main(hub)`` runs in a
 spawned greenlet and the hub stops when it returns. An exception in ``main`` is re-raised in the
@@ -18,7 +18,7 @@ from typing import Any, Callable, List, Optional
 import pytest
 
 from greenserve.errors import BusyResourceError, Cancelled, ClosedResourceError
-from greenserve.hub import Hub, current_hub, get_hub
+from greenserve.loop.hub import Hub, current_hub, get_hub
 
 from conftest import run_hub
 

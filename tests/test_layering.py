@@ -1,10 +1,12 @@
-"""The import direction of DESIGN.md, checked with ``ast`` over every module of greenserve.
+"""The layout of DESIGN.md, checked with ``ast`` over every module of greenserve.
 
-errors, h1, config, targetapp import nothing of greenserve above them; the parser (h1) never
-imports socket, selectors, greenlet, time, logging or threading; only hub.py touches greenlet
+Each package is a floor, and imports point down the floors only (errors, options -> loop ->
+patch -> http -> observe -> serve -> process -> the command line); there is no import circle,
+and no module is a big room. Within the floors: the parser (http/h1) imports only the errors and
+never socket, selectors, greenlet, time, logging or threading; only loop/hub.py touches greenlet
 (switch, throw, getcurrent); wsgi.py knows no hub, sockets or greenlets; the cooperative runtime
-(runtime, threadpool, guards, watchdog) builds on the hub only, and the patch on the runtime;
-nothing but the entry points imports the patch.
+builds on the hub only, and the patch on the runtime; nothing but the entry points imports the
+patch; a connection knows its server only through http/port.py.
 """
 
 from __future__ import annotations
@@ -84,7 +86,7 @@ def is_within(name: str, allowed: Tuple[str, ...]) -> bool:
 
 
 def h1_files() -> List[Path]:
-    return sorted((PACKAGE / "h1").rglob("*.py"))
+    return sorted((PACKAGE / "http" / "h1").rglob("*.py"))
 
 
 # -- the checker checks something ---------------------------------------------------------------
@@ -92,17 +94,17 @@ def h1_files() -> List[Path]:
 
 def test_the_package_is_found_and_imports_are_resolved():
     modules = all_modules()
-    for expected in ("greenserve", "greenserve.hub", "greenserve.gsocket", "greenserve.wsgi",
-                     "greenserve.errors", "greenserve.config", "greenserve.h1",
-                     "greenserve.h1.connection"):
+    for expected in ("greenserve", "greenserve.loop.hub", "greenserve.loop.gsocket",
+                     "greenserve.http.wsgi", "greenserve.errors", "greenserve.config.options",
+                     "greenserve.http.h1", "greenserve.http.h1.connection"):
         assert expected in modules
     assert len(h1_files()) >= 3
     # relative imports are resolved to absolute names
-    assert "greenserve.hub" in greenserve_imports(PACKAGE / "gsocket.py")
-    assert "greenserve.errors" in greenserve_imports(PACKAGE / "hub.py")
-    assert "greenlet" in top_level(imports_of(PACKAGE / "hub.py"))
-    assert "greenserve.errors" in greenserve_imports(PACKAGE / "h1" / "__init__.py")
-    assert "greenserve.h1" in greenserve_imports(PACKAGE / "wsgi.py")
+    assert "greenserve.loop.hub" in greenserve_imports(PACKAGE / "loop" / "gsocket.py")
+    assert "greenserve.errors" in greenserve_imports(PACKAGE / "loop" / "hub.py")
+    assert "greenlet" in top_level(imports_of(PACKAGE / "loop" / "hub.py"))
+    assert "greenserve.errors" in greenserve_imports(PACKAGE / "http" / "h1" / "__init__.py")
+    assert "greenserve.http.h1" in greenserve_imports(PACKAGE / "http" / "wsgi.py")
 
 
 def test_resolver_on_relative_forms(tmp_path):
@@ -132,7 +134,100 @@ def test_greenlet_use_detector(tmp_path):
     assert list(_greenlet_uses(clean, root=tmp_path)) == []
 
 
-# -- the rules ----------------------------------------------------------------------------------
+def test_floor_and_circle_detectors():
+    assert floor("greenserve.http.h1._readers") == floor("greenserve.http")
+    assert floor("greenserve.config.options") < floor("greenserve.loop.hub") < floor(
+        "greenserve.patch.cosocket") < floor("greenserve.http.wsgi") < floor(
+        "greenserve.observe.logs") < floor("greenserve.serve.server") < floor(
+        "greenserve.process.worker")
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert circles(graph) == [["a", "b", "c"]]
+    assert circles({"a": {"b"}, "b": set()}) == []
+
+
+# -- the floors ---------------------------------------------------------------------------------
+# DESIGN.md: each folder is one subsystem, and imports point down this list only. The option
+# declarations (config/: options, addresses, the TOML file), errors and the version are
+# importable from anywhere; the faces (the package itself, __main__, the command line, testing,
+# targetapp, worker) may import anything, and nothing below imports them.
+
+FLOORS = [
+    ("greenserve.errors", 0), ("greenserve._version", 0), ("greenserve.config.options", 0),
+    ("greenserve.config.addresses", 0), ("greenserve.loop", 1), ("greenserve.patch", 2),
+    ("greenserve.http", 3), ("greenserve.observe", 4), ("greenserve.serve", 5),
+    ("greenserve.config", 0), ("greenserve.process", 6),
+]
+FACES = {"greenserve", "greenserve.__main__", "greenserve.cli", "greenserve.testing",
+         "greenserve.targetapp", "greenserve.worker"}
+
+
+def floor(name: str) -> int:
+    """The floor of a module: that of the longest prefix in FLOORS."""
+    best = max((p for p, _ in FLOORS if is_within(name, (p,))), key=len)
+    return dict(FLOORS)[best]
+
+
+def package_graph() -> Dict[str, Set[str]]:
+    """module -> the greenserve modules it imports, leaving out its own enclosing packages (a
+    ``from . import sibling`` names the package only to reach the sibling)."""
+    graph = {}
+    for name, path in all_modules().items():
+        ancestors = {".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 1)}
+        graph[name] = greenserve_imports(path) - ancestors - {name}
+    return graph
+
+
+def circles(graph: Dict[str, Set[str]]) -> List[List[str]]:
+    """The strongly connected groups of more than one node (Tarjan), each sorted."""
+    index: Dict[str, int] = {}
+    low: Dict[str, int] = {}
+    stack: List[str] = []
+    found: List[List[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in graph.get(node, ()):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            group = []
+            while True:
+                top = stack.pop()
+                group.append(top)
+                if top == node:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def test_no_import_circles():
+    assert circles(package_graph()) == []
+
+
+@pytest.mark.parametrize("name", sorted(set(all_modules()) - FACES))
+def test_imports_point_down_the_floors(name):
+    up = sorted(target for target in package_graph()[name]
+                if target in FACES or floor(target) > floor(name))
+    assert not up, f"{name} (floor {floor(name)}) imports {up}"
+
+
+@pytest.mark.parametrize("name", sorted(all_modules()))
+def test_no_module_is_a_big_room(name):
+    """DESIGN.md style rule 1: small modules, about 400 lines or fewer."""
+    lines = all_modules()[name].read_text(encoding="utf-8").count("\n")
+    assert lines <= 450, f"{name} has {lines} lines"
+
+
+# -- the rules within the floors ----------------------------------------------------------------
 
 
 @pytest.mark.parametrize("path", h1_files(), ids=lambda p: p.name)
@@ -144,7 +239,7 @@ def test_h1_is_sans_io(path):
 @pytest.mark.parametrize("path", h1_files(), ids=lambda p: p.name)
 def test_h1_imports_only_errors_and_itself(path):
     bad = {m for m in greenserve_imports(path)
-           if not is_within(m, ("greenserve.errors", "greenserve.h1"))}
+           if not is_within(m, ("greenserve.errors", "greenserve.http.h1"))}
     assert not bad, f"{path.name} imports {sorted(bad)}"
 
 
@@ -166,17 +261,17 @@ def _greenlet_uses(path: Path, root: Path = ROOT) -> Iterator[str]:
 def test_only_the_hub_touches_greenlet(name):
     path = all_modules()[name]
     uses = list(_greenlet_uses(path))
-    if name == "greenserve.hub":
+    if name == "greenserve.loop.hub":
         assert uses, "the checker should see the hub's own greenlet use"
     else:
         assert not uses, f"{name}: {uses}"
 
 
 def test_wsgi_knows_no_hub_sockets_or_greenlets():
-    path = PACKAGE / "wsgi.py"
+    path = PACKAGE / "http" / "wsgi.py"
     bad = top_level(imports_of(path)) & {"socket", "greenlet", "selectors"}
-    bad |= greenserve_imports(path) & {"greenserve.hub", "greenserve.gsocket",
-                                       "greenserve.handler", "greenserve.server"}
+    bad |= {m for m in greenserve_imports(path) if is_within(m, ("greenserve.loop",))}
+    bad |= greenserve_imports(path) & {"greenserve.http.connection", "greenserve.serve.server"}
     assert not bad, f"wsgi.py imports {sorted(bad)}"
 
 
@@ -184,39 +279,37 @@ def test_errors_imports_nothing_of_greenserve():
     assert greenserve_imports(PACKAGE / "errors.py") == set()
 
 
-def test_config_imports_only_errors_and_addresses():
-    bad = greenserve_imports(PACKAGE / "config.py") - {"greenserve.errors", "greenserve.addresses"}
-    assert not bad, f"config.py imports {sorted(bad)}"
+def test_config_options_import_only_errors_and_addresses():
+    bad = greenserve_imports(PACKAGE / "config" / "options.py") - {
+        "greenserve.errors", "greenserve.config.addresses"}
+    assert not bad, f"config/options.py imports {sorted(bad)}"
 
 
 def test_addresses_is_a_leaf():
-    path = PACKAGE / "addresses.py"
-    if not path.exists():
-        pytest.skip("no addresses.py")
-    bad = greenserve_imports(path) - {"greenserve.errors"}
-    assert not bad, f"addresses.py imports {sorted(bad)}"
+    bad = greenserve_imports(PACKAGE / "config" / "addresses.py") - {"greenserve.errors"}
+    assert not bad, f"config/addresses.py imports {sorted(bad)}"
 
 
 def test_targetapp_imports_nothing_of_greenserve():
-    path = PACKAGE / "targetapp.py"
-    if not path.exists():
-        pytest.skip("no targetapp.py yet")
-    assert greenserve_imports(path) == set()
+    assert greenserve_imports(PACKAGE / "targetapp.py") == set()
 
 
 # The modules of TLS, proxies, logs and metrics, and the only greenserve modules each may import:
 # the proxy parsers are pure (they share the strict reading of IP literals); metrics and their
 # endpoint must work in a supervisor with no hub; TLS sits on the cooperative socket and knows
-# nothing of connections or the server.
+# nothing of connections or the server; a connection reaches its server only through the
+# small interface it declares (http.port), never the server module.
 BOUNDED = {
-    "greenserve.proxy": {"greenserve.addresses"},
-    "greenserve.proxyproto": {"greenserve.addresses"},
-    "greenserve.metrics": set(),
-    "greenserve.metrics_endpoint": {"greenserve.errors", "greenserve.addresses"},
-    "greenserve.logs": {"greenserve.errors", "greenserve.h1"},
-    "greenserve.tls": {"greenserve.errors", "greenserve.gsocket", "greenserve.hub"},
-    "greenserve.preamble": {"greenserve.errors", "greenserve.gsocket", "greenserve.handler",
-                            "greenserve.tls", "greenserve.proxyproto", "greenserve.server"},
+    "greenserve.http.proxy": {"greenserve.config.addresses"},
+    "greenserve.http.proxyproto": {"greenserve.config.addresses"},
+    "greenserve.observe.metrics": set(),
+    "greenserve.observe.endpoint": {"greenserve.errors", "greenserve.config.addresses"},
+    "greenserve.observe.logs": {"greenserve.errors", "greenserve.http.h1"},
+    "greenserve.http.tls": {"greenserve.errors", "greenserve.loop.gsocket",
+                            "greenserve.loop.hub"},
+    "greenserve.http.preamble": {"greenserve.errors", "greenserve.loop.gsocket",
+                                 "greenserve.http.connection", "greenserve.http.port",
+                                 "greenserve.http.tls", "greenserve.http.proxyproto"},
 }
 
 
@@ -226,78 +319,54 @@ def test_bounded_modules_import_only_what_they_may(name):
     assert not bad, f"{name} imports {sorted(bad)}"
 
 
-@pytest.mark.parametrize("name", ["greenserve.proxy", "greenserve.proxyproto"])
+@pytest.mark.parametrize("name", ["greenserve.http.proxy", "greenserve.http.proxyproto"])
 def test_proxy_parsers_do_no_io(name):
     forbidden = top_level(imports_of(all_modules()[name])) & IO_MODULES
     assert not forbidden, f"{name} imports {sorted(forbidden)}"
 
 
-# The process layer: what each module may import of greenserve. sockets and systemd sit below
-# server (no hub); the supervisor forks before any hub exists, so it imports neither the hub nor
-# the server (the worker builds the server, and with it the hub, after the fork); cli sits on
-# top of everything.
-PROCESS_LAYER = {
-    "greenserve.systemd": {"greenserve.errors"},
-    "greenserve.sockets": {"greenserve.errors", "greenserve.addresses", "greenserve.config",
-                           "greenserve.systemd"},
-    "greenserve.configfile": {"greenserve.errors", "greenserve.config"},
-    "greenserve.signals": {"greenserve.server"},  # for type hints only
-    "greenserve.worker": {"greenserve._version", "greenserve.config", "greenserve.errors",
-                          "greenserve.logs", "greenserve.metrics",
-                          "greenserve.metrics_endpoint", "greenserve.server",
-                          "greenserve.signals",
-                          "greenserve.sockets", "greenserve.systemd", "greenserve.tls"},
-    "greenserve.pool": {"greenserve.worker"},  # WorkerInfo only
-    "greenserve.supervisor": {"greenserve.addresses", "greenserve.config", "greenserve.errors",
-                              "greenserve.metrics", "greenserve.metrics_endpoint",
-                              "greenserve.pool", "greenserve.sockets",
-                              "greenserve.systemd", "greenserve.worker"},
-}
+# The process floor: the supervisor forks before any hub exists, so it imports neither the hub
+# nor the server (the worker builds the server, and with it the hub, after the fork).
+def test_the_supervisor_imports_no_hub_and_no_server():
+    found = greenserve_imports(PACKAGE / "process" / "supervisor.py")
+    bad = {m for m in found if is_within(m, ("greenserve.loop", "greenserve.http",
+                                             "greenserve.serve.server"))}
+    assert not bad, f"supervisor imports {sorted(bad)}"
 
 
-@pytest.mark.parametrize("name", sorted(PROCESS_LAYER))
-def test_process_layer_imports(name):
-    bad = greenserve_imports(all_modules()[name]) - PROCESS_LAYER[name]
-    assert not bad, f"{name} imports {sorted(bad)}"
-
-
-@pytest.mark.parametrize("name", ["greenserve.hub", "greenserve.gsocket", "greenserve.wsgi",
-                                  "greenserve.handler", "greenserve.server"])
-def test_the_serving_core_knows_no_processes(name):
-    bad = greenserve_imports(all_modules()[name]) & {
-        "greenserve.supervisor", "greenserve.worker", "greenserve.configfile", "greenserve.cli"}
-    assert not bad, f"{name} imports {sorted(bad)}"
-
-
-def test_only_cli_imports_cli():
-    users = [n for n, p in all_modules().items() if "greenserve.cli" in greenserve_imports(p)]
+def test_only_the_entry_point_imports_cli():
+    users = [n for n, p in all_modules().items()
+             if "greenserve.cli" in greenserve_imports(p)]
     assert set(users) <= {"greenserve.__main__"}, users
 
 
 # The cooperative runtime sits on the hub, and the patch on the runtime. Each module lists every
-# greenserve module it may import ("greenserve" itself, from ``from . import x``, aside).
+# greenserve module it may import.
 RUNTIME_LAYER = {
-    "greenserve.threadpool": {"greenserve.hub"},
-    "greenserve.runtime": {"greenserve.hub", "greenserve.errors"},
-    "greenserve.guards": {"greenserve.hub", "greenserve.errors"},
-    "greenserve.watchdog": {"greenserve.hub"},
-    "greenserve.patch_socket": {"greenserve.hub", "greenserve.threadpool"},
-    "greenserve.patch_ssl": {"greenserve.patch_socket"},
-    "greenserve.patch_select": {"greenserve.hub"},
-    "greenserve.patch_local": {"greenserve.hub"},
-    "greenserve.patch": {"greenserve.patch_local", "greenserve.patch_select",
-                         "greenserve.patch_socket", "greenserve.patch_ssl", "greenserve.runtime"},
+    "greenserve.loop.threadpool": {"greenserve.loop.hub"},
+    "greenserve.loop.tasks": {"greenserve.loop.hub", "greenserve.loop.timers",
+                              "greenserve.errors"},
+    "greenserve.loop.guards": {"greenserve.loop.hub", "greenserve.loop.timers",
+                               "greenserve.errors"},
+    "greenserve.loop.watchdog": {"greenserve.loop.hub"},
+    "greenserve.patch.cosocket": {"greenserve.loop.hub", "greenserve.loop.threadpool"},
+    "greenserve.patch.cossl": {"greenserve.patch.cosocket"},
+    "greenserve.patch.coselect": {"greenserve.loop.hub"},
+    "greenserve.patch.colocal": {"greenserve.loop.hub"},
+    "greenserve.patch": {"greenserve.patch.colocal", "greenserve.patch.coselect",
+                         "greenserve.patch.cosocket", "greenserve.patch.cossl",
+                         "greenserve.loop", "greenserve.loop.tasks"},
 }
 # Only these may import the patch: it is applied by the command line (or a Server asked to),
 # never by importing a module.
-PATCH_IMPORTERS = {"greenserve", "greenserve.cli", "greenserve.server"}
+PATCH_IMPORTERS = {"greenserve", "greenserve.cli", "greenserve.serve.server"}
 
 
 @pytest.mark.parametrize("name", sorted(RUNTIME_LAYER))
 def test_runtime_layer_imports_only_what_is_below_it(name):
     modules = all_modules()
     assert name in modules, f"{name} is in the table but not in the package"
-    found = greenserve_imports(modules[name]) - {"greenserve"}
+    found = package_graph()[name]
     assert found <= RUNTIME_LAYER[name], f"{name} imports {sorted(found - RUNTIME_LAYER[name])}"
 
 
@@ -311,8 +380,9 @@ def test_only_the_entry_points_import_the_patch():
     assert importers <= PATCH_IMPORTERS, sorted(importers - PATCH_IMPORTERS)
 
 
-def test_the_hub_imports_none_of_the_runtime():
-    assert greenserve_imports(PACKAGE / "hub.py") == {"greenserve.errors"}
+def test_the_hub_builds_only_on_its_parts_and_the_errors():
+    assert greenserve_imports(PACKAGE / "loop" / "hub.py") == {
+        "greenserve.errors", "greenserve.loop.fds", "greenserve.loop.timers"}
 
 
 # -- typing -------------------------------------------------------------------------------------

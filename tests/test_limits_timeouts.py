@@ -18,7 +18,7 @@ import pytest
 
 from conftest import Tracked, Reader, connect, request, wait_until
 from greenserve.errors import ClientError
-from greenserve.hub import get_hub
+from greenserve.loop.hub import get_hub
 
 GET = b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n"
 

@@ -10,7 +10,7 @@ import socket
 
 import pytest
 
-from greenserve.logs import AccessLog, access_logger, escape
+from greenserve.observe.logs import AccessLog, access_logger, escape
 
 from conftest import Reader, wait_until
 from conftest import Proc, run_to_end

@@ -16,8 +16,8 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from greenserve import ConfigError, Server
-from greenserve.metrics import BUCKETS, MetricsStore
-from greenserve.metrics_endpoint import DEADLINE, MAX_CLIENTS
+from greenserve.observe.metrics import BUCKETS, MetricsStore
+from greenserve.observe.endpoint import DEADLINE, MAX_CLIENTS
 
 from conftest import Proc, Reader, connect, run_to_end, wait_until
 

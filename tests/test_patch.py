@@ -23,8 +23,9 @@ import pytest
 import requests
 
 import greenserve
-from greenserve import patch, patch_select
-from greenserve.patch_socket import CoopSocket
+from greenserve import patch
+from greenserve.patch import coselect as patch_select
+from greenserve.patch.cosocket import CoopSocket
 
 from conftest import run_hub, serving_in_thread, wait_until
 from test_concurrency import slow_upstream  # noqa: F401  (a raw TCP upstream: 0.1 s a line)

@@ -16,8 +16,8 @@ import subprocess
 import pytest
 
 from greenserve import ConfigError, Server
-from greenserve.proxy import ProxyHeaders, parse_forwarded, split_node
-from greenserve.proxyproto import ProxyProtocolError, header_length, parse
+from greenserve.http.proxy import ProxyHeaders, parse_forwarded, split_node
+from greenserve.http.proxyproto import ProxyProtocolError, header_length, parse
 
 from cliapps import echo_environ
 from conftest import Reader, wait_until

@@ -4,7 +4,7 @@ ones CI runs."""
 import re
 from pathlib import Path
 
-from greenserve.config import option_table
+from greenserve.config.options import option_table
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,4 +1,4 @@
-"""The cooperative runtime (greenserve.runtime): sleep, spawn, Event, Queue and Timeout, on a real
+"""The cooperative runtime (greenserve.loop.tasks): sleep, spawn, Event, Queue and Timeout, on a real
 hub (``run_hub``) and through a real server with real clients."""
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import requests
 import greenserve
 from greenserve import Event, Queue, TaskKilled, Timeout, sleep, spawn
 from greenserve.errors import Cancelled
-from greenserve.gsocket import GreenSocket
-from greenserve.hub import Hub
+from greenserve.loop.gsocket import GreenSocket
+from greenserve.loop.hub import Hub
 
 from conftest import run_hub
 

@@ -11,7 +11,7 @@ import requests
 
 import greenserve
 from greenserve import Config, ConfigError, Server
-from greenserve.hub import get_hub
+from greenserve.loop.hub import get_hub
 
 from conftest import Reader, connect, wait_until
 

@@ -17,8 +17,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from conftest import Reader, wait_until
-from greenserve.pool import Pool, WorkerProc, lowest_free, respawn_delay
-from greenserve.worker import WorkerInfo
+from greenserve.process.pool import Pool, WorkerProc, lowest_free, respawn_delay
+from greenserve.process.worker import WorkerInfo
 
 APP = "tests.procapps:app"
 READY = re.compile(r"worker (\d+) \(pid (\d+)\) is ready")
@@ -99,9 +99,9 @@ def test_lowest_free_index():
 
 
 def test_max_requests_jitter_spreads_the_limits():
-    from greenserve.config import Config
-    from greenserve.server import Server
-    from greenserve.worker import _Channel, _Heartbeat
+    from greenserve.config.options import Config
+    from greenserve.serve.server import Server
+    from greenserve.process.worker import _Channel, _Heartbeat
 
     config = Config(max_requests=100, max_requests_jitter=50)
     server = Server(who, config)
@@ -436,10 +436,10 @@ def test_a_refused_fork_is_tried_again_later(monkeypatch):
     """fork() failing (EAGAIN: out of processes) cannot be provoked for root, so it is faked."""
     import errno
 
-    from greenserve.config import Config
-    from greenserve.sockets import BoundSockets
-    from greenserve.supervisor import Supervisor
-    from greenserve.systemd import Notifier
+    from greenserve.config.options import Config
+    from greenserve.serve.sockets import BoundSockets
+    from greenserve.process.supervisor import Supervisor
+    from greenserve.serve.systemd import Notifier
 
     supervisor = Supervisor(Config(workers=2), lambda: who, BoundSockets(), Notifier({}))
 

@@ -11,10 +11,10 @@ from typing import Any, List
 import pytest
 
 from greenserve import Timeout, spawn
-from greenserve import threadpool
-from greenserve.gsocket import GreenSocket
-from greenserve.hub import Hub
-from greenserve.threadpool import ThreadPool, run_in_thread
+from greenserve.loop import threadpool
+from greenserve.loop.gsocket import GreenSocket
+from greenserve.loop.hub import Hub
+from greenserve.loop.threadpool import ThreadPool, run_in_thread
 
 from conftest import run_hub, wait_until
 

@@ -16,7 +16,7 @@ import time
 import pytest
 import requests
 
-import greenserve.handler
+import greenserve.http.connection
 from greenserve import ConfigError, Server
 
 from conftest import Proc, Reader, connect, run_to_end, wait_until
@@ -222,7 +222,7 @@ def test_requests_already_decrypted_by_openssl_are_served(serve, tls_files, monk
     second. The socket will never be readable for it, so going idle must look at pending()."""
     first = b"GET /one HTTP/1.1\r\nHost: localhost\r\n\r\n"
     second = b"GET /two HTTP/1.1\r\nHost: localhost\r\n\r\n"
-    monkeypatch.setattr(greenserve.handler, "RECV_SIZE", len(first))
+    monkeypatch.setattr(greenserve.http.connection, "RECV_SIZE", len(first))
 
     def app(environ, start_response):
         start_response("200 OK", [("Content-Type", "text/plain")])

@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from greenserve.tls import GreenSSLSocket, make_context
+from greenserve.http.tls import GreenSSLSocket, make_context
 
 from conftest import run_hub
 

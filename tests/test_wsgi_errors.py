@@ -349,7 +349,7 @@ import time  # noqa: E402
 
 from conftest import wait_until  # noqa: E402
 from greenserve import Server  # noqa: E402
-from greenserve.hub import get_hub  # noqa: E402
+from greenserve.loop.hub import get_hub  # noqa: E402
 
 
 def test_close_that_raises_is_logged_and_the_connection_goes_on(serve, caplog):

@@ -331,7 +331,7 @@ def test_truncated_body_raises_client_disconnected(serve, read, framing):
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from greenserve.wsgi import Input  # noqa: E402
+from greenserve.http.wsgi import Input  # noqa: E402
 
 
 def pieces_reader(pieces):

@@ -8,7 +8,7 @@ upstream        one request to the slow upstream (upstream.py) over a plain
                 importing this module (gevent, gunicorn -k gevent, meinheld),
                 a blocked thread under threaded ones (waitress, granian), the
                 whole server under bjoern                                  (e)
-upstream_green  the same through greenserve.gsocket.GreenSocket, which suspends
+upstream_green  the same through greenserve.loop.gsocket.GreenSocket, which suspends
                 only the calling greenlet (greenserve does not monkey-patch) (e)
 sink            reads wsgi.input to the end (chunked uploads included) and
                 answers with the byte count                               (h)
@@ -60,7 +60,7 @@ def upstream(environ, start_response):
 
 
 def upstream_green(environ, start_response):
-    from greenserve.gsocket import GreenSocket
+    from greenserve.loop.gsocket import GreenSocket
 
     conn = GreenSocket.connect(UPSTREAM, timeout=UPSTREAM_TIMEOUT)
     try:

@@ -33,7 +33,7 @@ sys.path[:0] = [str(HERE.parent), str(HERE.parent.parent)]  # tests/ (for h1.*) 
 from h1._driver import Outcome, drive, random_split  # noqa: E402
 from h1.oracles import first_framing_difference, h11_parse  # noqa: E402
 
-from greenserve.h1 import Limits  # noqa: E402
+from greenserve.http.h1 import Limits  # noqa: E402
 
 CORPUS = HERE.parent / "h1" / "corpus"
 WORK = HERE / "work"  # git-ignored: the growing fuzz corpus
@@ -107,7 +107,7 @@ def main(argv: List[str]) -> None:
     if not any(a.startswith("-artifact_prefix=") for a in args):
         CRASHES.mkdir(parents=True, exist_ok=True)
         args.insert(1, f"-artifact_prefix={CRASHES}/")
-    _instrument(atheris, ("greenserve.h1", "h11"))
+    _instrument(atheris, ("greenserve.http.h1", "h11"))
     atheris.Setup(args, check)
     atheris.Fuzz()
 

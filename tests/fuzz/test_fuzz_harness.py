@@ -15,7 +15,7 @@ import pytest
 import fuzz_h1
 from h1.strategies import SNIPPETS, mutate
 
-from greenserve import h1
+from greenserve.http import h1
 
 HARNESS = pathlib.Path(fuzz_h1.__file__)
 SEEDS = sorted(fuzz_h1.CORPUS.glob("*/*.http"))

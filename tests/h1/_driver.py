@@ -12,7 +12,7 @@ import random
 import re
 from typing import Dict, Iterator, List, NamedTuple, Optional
 
-from greenserve.h1 import (
+from greenserve.http.h1 import (
     NEED_DATA, PAUSED, ConnectionClosed, Data, EndOfMessage, H1Connection, Headers, Limits,
     RemoteProtocolError, Request,
 )

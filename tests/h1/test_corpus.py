@@ -10,7 +10,7 @@ Corpus names (written by make_corpus.py): ``valid/<name>.http`` + ``valid/<name>
 Limits: ``line`` = max_request_line, ``head`` = max_header_bytes, ``count`` = max_header_count,
 ``body`` = max_body_size.
 
-Cases where greenserve.h1 is known to be wrong are listed in KNOWN_BUGS with the RFC rule and
+Cases where greenserve.http.h1 is known to be wrong are listed in KNOWN_BUGS with the RFC rule and
 marked ``xfail(strict=True)``: when the parser is fixed, the mark must go.
 """
 
@@ -22,7 +22,7 @@ from typing import Dict, FrozenSet, Iterator, List, Tuple
 
 import pytest
 
-from greenserve.h1 import RemoteProtocolError, RequestState
+from greenserve.http.h1 import RemoteProtocolError, RequestState
 
 from . import make_corpus
 from ._driver import MODES, drive, limits_for, splits, status_of

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from greenserve.h1 import (
+from greenserve.http.h1 import (
     NEED_DATA, PAUSED, Data, EndOfMessage, H1Connection, Limits, RemoteProtocolError,
 )
 

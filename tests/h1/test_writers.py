@@ -10,7 +10,7 @@ from typing import List, Tuple
 
 import pytest
 
-from greenserve.h1 import (
+from greenserve.http.h1 import (
     PAUSED, H1Connection, LocalProtocolError, Request, ResponseState, check_app_headers,
 )
 

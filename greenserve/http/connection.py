@@ -1,0 +1,271 @@
+"""One client connection: the keep-alive loop around the WSGI app.
+
+Strategy:
+- An idle connection holds no greenlet: it is a watch on its fd (``Server`` tracks its idle
+  deadline). When bytes arrive, the hub starts ``serve`` in a new greenlet, which answers every
+  request it can parse and then goes back to idle (or closes).
+- Every failure ends in ``_fail``, the one place that maps exceptions to responses: a client's
+  protocol error gets its 4xx, an app error a 500 with a logged traceback, and once the head has
+  gone out a failure aborts the connection instead.
+- Errors on the client's socket are wrapped as ClientError so that an OSError raised by the app
+  itself (a missing file, a refused upstream) is still the app's error, i.e. a 500.
+- 100 Continue is sent lazily, on the first read of wsgi.input.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from typing import IO, Any, Dict, Iterable, Optional, Tuple
+
+from . import h1
+from ..errors import (
+    Cancelled, ClientError, LocalProtocolError, RemoteProtocolError, RequestTimedOut,
+)
+from ..loop.gsocket import GreenSocket
+from ..loop.guards import arm_deadline, peer_gone
+from .body import GONE, RECV_SIZE, BodyReader
+from .h1.headers import CHUNKED as CHUNKED_BODY
+from .port import ServerPort
+from .proxy import PROXY_KEYS
+from .respond import _SMALL, Responder, _framed
+from .wsgi import EMPTY_INPUT, Input, Response, request_environ
+
+log = logging.getLogger("greenserve.error")
+
+
+class Connection(BodyReader, Responder):
+    """A client connection. See the module docstring; reading the body is BodyReader's part,
+    sending the response Responder's."""
+
+    __slots__ = (
+        "server", "gsock", "h1", "base_env", "peer", "glet", "active", "started",
+        "response", "client_error", "body_sent", "closed", "deadline", "body_started",
+        "body_received", "tiny_pieces",
+    )
+
+    def __init__(
+        self, server: ServerPort, sock: socket.socket, base_env: Dict[str, Any],
+        peer: Optional[Tuple[str, str]],
+    ) -> None:
+        self.server = server
+        self.gsock = GreenSocket(sock, server.hub)
+        self.h1 = h1.H1Connection(server.limits)
+        self.base_env = base_env
+        self.peer = peer
+        self.glet: Any = None
+        self.active = False
+        self.started = server.hub.time()  # when the current request head began
+        self.response: Optional[Response] = None
+        self.client_error: Optional[int] = None
+        self.body_sent = 0
+        self.closed = False
+        self.deadline = 0.0  # while idle: when the idle connection is closed
+        self.body_started = 0.0  # when this body's first wait for bytes began (0: not yet)
+        self.body_received = 0
+        self.tiny_pieces = 0
+
+    # -- idle <-> active ----------------------------------------------------------------------
+
+    def watch(self) -> None:
+        """Go idle: hold no greenlet, wake on the next byte."""
+        self.active = False
+        self.glet = None
+        self.server.hub.watch_readable(self.gsock.fd, self._on_readable)
+
+    def _on_readable(self) -> None:
+        server = self.server
+        self.started = server.hub.time()
+        self.active = True
+        self.glet = server.hub.start_now(self.serve)
+
+    def close_idle(self) -> None:
+        """Close an idle connection (idle timeout, server stop)."""
+        if not self.active:
+            self.server.hub.unwatch(self.gsock.fd)
+            self.close()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.gsock.close()
+            self.server.connection_closed(self)
+
+    # -- the request loop ---------------------------------------------------------------------
+
+    def serve(self) -> None:
+        """Answer requests until the connection goes idle or closes. Runs in its own greenlet."""
+        try:
+            if self._serve_requests():
+                server = self.server
+                self.deadline = server.hub.time() + server.config.keepalive_timeout
+                self.watch()
+                return
+        except Cancelled:
+            self.close()
+            raise
+        except Exception:
+            log.exception("internal error on a connection")
+        self.close()
+
+    def _serve_requests(self) -> bool:
+        """Returns True to keep the connection idle, False to close it."""
+        conn = self.h1
+        server = self.server
+        # Woken because bytes are there (an idle connection holds no buffered bytes).
+        if not self._receive_head_bytes():
+            return False
+        while True:
+            try:
+                event = conn.next_event()
+            except RemoteProtocolError as exc:
+                self._reject(exc)
+                return False
+            if event is h1.NEED_DATA:
+                if not self._receive_head_bytes():
+                    return False
+                continue
+            if type(event) is not h1.Request:
+                return False  # ConnectionClosed
+            if not self._handle(event) or server.draining:
+                self._finish()
+                return False
+            conn.start_next_cycle()
+            if not conn.buffered:
+                return True
+            # A pipelined request is waiting: let the other connections have a turn first.
+            server.hub.yield_now()
+            server.hub.new_context()
+            self.started = server.hub.time()
+
+    def _receive_head_bytes(self) -> bool:
+        deadline = self.started + self.server.config.header_timeout
+        try:
+            data = self.gsock.recv(RECV_SIZE, deadline)
+        except TimeoutError:
+            if self.h1.buffered:
+                self._reject(RemoteProtocolError("request head not received in time", 408))
+            return False
+        except OSError:
+            return False
+        self.h1.receive_data(data)
+        return True
+
+    def _handle(self, request: h1.Request) -> bool:
+        """Run the app for one request. Returns whether the connection may be kept."""
+        server = self.server
+        conn = self.h1
+        response = self.response = Response(self._emit)
+        self.client_error = None
+        self.body_sent = 0
+        environ = request_environ(self.base_env, self.peer, request,
+                                  Input(self._read_chunk) if conn.body_pending else EMPTY_INPUT)
+        environ["greenserve.client_disconnected"] = self.client_disconnected
+        server.request_started()
+        result: Optional[Iterable[bytes]] = None
+        spool: Optional[IO[bytes]] = None
+        timeout = server.config.request_timeout
+        deadline = arm_deadline(server.hub, timeout) if timeout else None
+        try:
+            try:
+                if not environ.keys().isdisjoint(PROXY_KEYS):
+                    # Applied if trusted, else removed; inside the request's error handling, so
+                    # a failure here is a 500 with its traceback logged, like the app's own.
+                    server.proxies.apply(environ, self.peer)
+                info = conn.info
+                if (info is not None and info.framing == CHUNKED_BODY
+                        and server.config.buffer_chunked_body):
+                    spool = self._buffer_body(environ)
+                result = server.app(environ, response.start_response)
+                if (
+                    type(result) is list and len(result) == 1 and type(result[0]) is bytes
+                    and len(result[0]) <= _SMALL and not response.headers_sent
+                ):
+                    # The common case: head, body and end in one buffer and one send.
+                    body = result[0]
+                    close = self._must_close(response)
+                    response.headers_sent = True
+                    try:
+                        whole = conn.send_whole(
+                            response.status, response.reason, response.headers,
+                            server.dates.lines, body, close=close)
+                    except LocalProtocolError:
+                        self._retract(response)
+                        raise
+                    self._send(whole)
+                    writer = conn.writer  # None: the usual framing, the body as it is
+                    self.body_sent = len(body) if writer is None else _framed(
+                        writer, len(body), response.headers.content_length)
+                else:
+                    self._send_result(response, result)
+            finally:
+                if result is not None and type(result) is not list and hasattr(result, "close"):
+                    self._close_result(result)
+                if deadline is not None:
+                    deadline.cancel()
+                if spool is not None:
+                    spool.close()
+        except BaseException as exc:  # noqa: B902 - every outcome is decided in _fail
+            server.request_finished(self, request, self._fail(exc, response), environ)
+            if isinstance(exc, Cancelled):
+                raise
+            return False
+        server.request_finished(self, request, response.status, environ)
+        if conn.response_overflowed:
+            log.error("app sent more body than its Content-Length; the surplus was dropped")
+            return False
+        return conn.keep_alive and (not conn.body_pending or self._drain_body())
+
+    def client_disconnected(self) -> bool:
+        """``environ['greenserve.client_disconnected']()``: True once the client has closed or
+        reset the connection (see guards.peer_gone). Advice only: an answer the app still
+        sends goes out if it can (a half-closed client reads it). Never switches."""
+        if self.closed or self.client_error == GONE:
+            return True
+        return peer_gone(self.gsock.sock, bool(self.h1.buffered))
+
+    def _close_result(self, result: Any) -> None:
+        try:
+            result.close()
+        except Exception:
+            log.exception("error in the close() method of the app's iterable")
+
+    def _fail(self, exc: BaseException, response: Response) -> int:
+        """Map an exception from a request to what the client gets; the connection is closed.
+        Returns the status sent: the error's, the app's if its head went out, or 0."""
+        status: Optional[int] = None
+        if isinstance(exc, ClientError):
+            status = self.client_error or None  # a 4xx to answer, or nothing (client gone)
+            log.debug("client error: %s", exc)
+        elif isinstance(exc, LocalProtocolError):
+            log.error("the app broke the WSGI or HTTP rules: %s", exc)
+            status = 500
+        elif isinstance(exc, RequestTimedOut):
+            # The app did not answer in time: 504 (RFC 9110 15.6.5), the server got no timely
+            # answer from what it stands in front of. 503 stays the answer of a stopping server.
+            log.warning("request cancelled: %s; it was waiting here:", exc, exc_info=exc)
+            status = 504
+        elif isinstance(exc, Cancelled):
+            status = 503
+        else:  # any other exception, SystemExit and KeyboardInterrupt from the app included
+            log.error("error in the WSGI app", exc_info=exc)
+            status = 500
+        if status is None or response.headers_sent:
+            if response.headers_sent and not isinstance(exc, ClientError):
+                log.error("response aborted after its head was sent")
+            self.close()
+            return 0
+        stopping = isinstance(exc, Cancelled) and not isinstance(exc, RequestTimedOut)
+        self._send_error(status, wait=not stopping)
+        return status
+
+    def _reject(self, exc: RemoteProtocolError) -> None:
+        """Answer a protocol error in the request head (it gets an access log line), then
+        close. May switch."""
+        log.debug("bad request: %s", exc)
+        status = exc.status_hint
+        self.server.protocol_error(status)
+        sent = self._answer_error(status)
+        self.server.request_rejected(self, status, sent)
+        self._close_gracefully()
+

@@ -1,0 +1,140 @@
+"""Request header analysis: framing, Host, Connection and Expect, with the smuggling checks.
+
+Strategy: the head reader hands over the parsed field lines; ``analyse`` walks them once and
+returns a ``HeadInfo`` that says how the body is framed and whether the client wants to keep the
+connection. Anything ambiguous is refused (RFC 9112 6.3 lists the framing rules; DESIGN.md's
+"refuse ambiguity" adds that a repeated Content-Length is refused even when the copies agree).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple, Optional
+
+from ...errors import RemoteProtocolError
+from . import _abnf
+from .events import Headers
+
+# Body framing of a request.
+NO_BODY = 0
+LENGTH = 1
+CHUNKED = 2
+
+# Python ints have no overflow, but a number this long is larger than any body we accept.
+_MAX_CL_DIGITS = 18
+
+
+class HeadInfo(NamedTuple):
+    framing: int  # NO_BODY, LENGTH or CHUNKED
+    content_length: int  # for LENGTH; 0 otherwise
+    keep_alive: bool  # what the client asks for
+    expect_continue: bool
+
+
+def comma_list(value: bytes) -> list[bytes]:
+    """Split a comma-separated list (RFC 9110 5.6.1), dropping empty elements, lower-cased."""
+    return [item.strip(b" \t").lower() for item in value.split(b",") if item.strip(b" \t")]
+
+
+def _tokens(value: bytes, field: str) -> list[bytes]:
+    items = comma_list(value)
+    for item in items:
+        if not _abnf.TOKEN_RE.fullmatch(item):
+            raise RemoteProtocolError(f"invalid element in {field}: {item!r}")
+    return items
+
+
+def _transfer_coding_is_chunked(values: list[bytes], http11: bool) -> None:
+    """Raise unless Transfer-Encoding is exactly one final 'chunked' (RFC 9112 6.1, 6.3)."""
+    if not http11:
+        # RFC 9112 6.1: Transfer-Encoding in an HTTP/1.0 message means faulty framing.
+        raise RemoteProtocolError("Transfer-Encoding in an HTTP/1.0 request")
+    codings = _tokens(b",".join(values), "Transfer-Encoding")
+    if not codings:
+        raise RemoteProtocolError("empty Transfer-Encoding")
+    if codings[-1] != b"chunked" or codings.count(b"chunked") > 1:
+        # RFC 9112 6.3 (4): chunked not final means the length cannot be known: 400.
+        raise RemoteProtocolError("chunked must be applied once, as the final coding")
+    if len(codings) > 1:
+        # RFC 9112 6.1: a transfer coding the server does not understand gets 501.
+        raise RemoteProtocolError("unsupported transfer coding", 501)
+
+
+def _content_length(values: list[bytes], max_body: int) -> int:
+    if len(values) != 1:
+        raise RemoteProtocolError("repeated Content-Length")
+    value = values[0]
+    if not _abnf.DIGITS.fullmatch(value):
+        raise RemoteProtocolError("Content-Length is not a plain decimal number")
+    if len(value) > _MAX_CL_DIGITS or int(value) > max_body:
+        raise RemoteProtocolError("request body too large", 413)
+    return int(value)
+
+
+def _check_host(values: list[bytes], http11: bool) -> None:
+    # RFC 9112 3.2: a server MUST respond 400 to an HTTP/1.1 request without Host, with more
+    # than one Host field line, or with an invalid Host value.
+    if len(values) > 1:
+        raise RemoteProtocolError("repeated Host header")
+    if http11 and not values:
+        raise RemoteProtocolError("missing Host header")
+    if values and not _abnf.HOST.fullmatch(values[0]):
+        raise RemoteProtocolError("invalid Host header")
+
+
+_FRAMING_FIELDS = frozenset(
+    [b"content-length", b"transfer-encoding", b"host", b"connection", b"expect"])
+# Building a NamedTuple without its generated Python-level __new__ (hot path).
+_new_info = functools.partial(tuple.__new__, HeadInfo)
+_PLAIN = HeadInfo(NO_BODY, 0, True, False)  # an HTTP/1.1 request with one Host and no body
+
+
+def analyse(headers: Headers, http11: bool, max_body: int) -> HeadInfo:
+    """Check the framing-related fields of a request head.
+
+    Returns the body framing and connection wishes. Raises RemoteProtocolError with 400, 413,
+    417 or 501 as its status hint.
+    """
+    special = [field for field in headers if field[0] in _FRAMING_FIELDS]
+    if http11 and len(special) == 1 and special[0][0] == b"host":
+        # The usual request: only a Host among the fields that matter here.
+        if _abnf.HOST.fullmatch(special[0][1]) is None:
+            raise RemoteProtocolError("invalid Host header")
+        return _PLAIN
+    cl: list[bytes] = []
+    te: list[bytes] = []
+    host: list[bytes] = []
+    connection: Optional[list[bytes]] = None
+    expect: Optional[bytes] = None
+    for name, value in special:
+        if name == b"content-length":
+            cl.append(value)
+        elif name == b"transfer-encoding":
+            te.append(value)
+        elif name == b"host":
+            host.append(value)
+        elif name == b"connection":
+            connection = (connection or []) + _tokens(value, "Connection")
+        else:  # expect
+            expect = value.lower() if expect is None else expect + b"," + value.lower()
+    _check_host(host, http11)
+    if te and cl:
+        raise RemoteProtocolError("both Content-Length and Transfer-Encoding")
+    framing, length = NO_BODY, 0
+    if te:
+        _transfer_coding_is_chunked(te, http11)
+        framing = CHUNKED
+    elif cl:
+        length = _content_length(cl, max_body)
+        framing = LENGTH if length else NO_BODY
+    if http11:
+        keep_alive = connection is None or b"close" not in connection
+    else:
+        keep_alive = connection is not None and b"keep-alive" in connection and b"close" not in connection
+    expect_continue = False
+    if expect is not None:
+        if expect != b"100-continue":
+            raise RemoteProtocolError("unsupported expectation", 417)
+        # RFC 9110 10.1.1: a 100-continue expectation in an HTTP/1.0 request is ignored.
+        expect_continue = http11 and framing != NO_BODY
+    return _new_info((framing, length, keep_alive, expect_continue))

@@ -1,0 +1,82 @@
+"""greenserve.patch: make the standard library's blocking calls cooperative in greenserve's hub.
+
+    import greenserve.patch
+    greenserve.patch.apply()     # first thing, before the app and its libraries are imported
+    greenserve --patch myapp:app   # the same from the command line (GREENSERVE_PATCH=1)
+
+Nothing is patched on import. ``apply()`` replaces, in place:
+
+- ``socket.socket`` (so ``create_connection``, ``socketpair``, ``fromfd`` and ``accept`` make
+  cooperative sockets too), and ``socket.getaddrinfo``, ``gethostbyname``, ``gethostbyname_ex``,
+  ``gethostbyaddr`` and ``getnameinfo``, which resolve in a pool thread;
+- ``ssl.SSLContext.sslsocket_class``: what ``wrap_socket`` makes (handshake, reads, writes);
+- ``time.sleep``;
+- ``select.select`` and ``selectors.DefaultSelector``;
+- ``threading.local``: one namespace per greenlet (per request) instead of per thread.
+
+A patched call is cooperative when it runs in a hub task (a request's greenlet, or one made by
+``greenserve.spawn``); anywhere else, other threads included, it behaves as before. Code that
+kept a reference before ``apply()`` (``from socket import socket``, a socket made earlier) keeps
+the blocking original: apply the patch before importing the app.
+
+What stays blocking, and blocks every request of the server while it runs: C extensions doing
+their own I/O (psycopg2 without a wait callback, mysqlclient, grpc, librdkafka...), file and
+disk I/O, ``subprocess`` waits, ``os.read``/``os.write`` on pipes, ``select.poll``/``epoll``
+objects, and ``threading`` locks, conditions and ``queue.Queue`` (a greenlet waiting on a lock
+that another greenlet of the same thread holds never gets it: use ``greenserve.Event`` and
+``greenserve.Queue``). Wrap such calls in ``greenserve.run_in_thread``. ``undo()`` restores
+everything (for tests).
+"""
+
+from __future__ import annotations
+
+import select
+import selectors
+import socket
+import threading
+import time
+from typing import Any, List, Tuple
+
+from . import colocal, coselect, cosocket
+from ..loop import tasks
+
+_saved: List[Tuple[Any, str, Any]] = []  # (owner, attribute, original), in patching order
+
+
+def _targets() -> List[Tuple[Any, str, Any]]:
+    targets: List[Tuple[Any, str, Any]] = [(socket, "socket", cosocket.CoopSocket)]
+    targets += [(socket, name, fn) for name, fn in cosocket.LOOKUPS.items()]
+    targets += [
+        (time, "sleep", tasks.sleep),
+        (select, "select", coselect.cooperative_select),
+        (selectors, "DefaultSelector", coselect.CooperativeSelector),
+        (threading, "local", colocal.local),
+    ]
+    try:
+        import ssl
+
+        from .cossl import CoopSSLSocket
+    except ImportError:  # Python built without ssl
+        return targets
+    return targets + [(ssl.SSLContext, "sslsocket_class", CoopSSLSocket)]
+
+
+def apply() -> None:
+    """Patch the standard library (see the module doc). Applying twice changes nothing."""
+    if _saved:
+        return
+    for owner, name, replacement in _targets():
+        _saved.append((owner, name, getattr(owner, name)))
+        setattr(owner, name, replacement)
+
+
+def undo() -> None:
+    """Put back everything ``apply()`` replaced. Objects made meanwhile stay cooperative."""
+    while _saved:
+        owner, name, original = _saved.pop()
+        setattr(owner, name, original)
+
+
+def applied() -> bool:
+    """Whether the patch is in place."""
+    return bool(_saved)

@@ -1,0 +1,28 @@
+"""The command line's way in: serve in this process, or fork workers under the supervisor."""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+from ..config.options import Config
+from ..errors import ConfigError
+from ..serve.sockets import open_listeners
+from ..serve.systemd import Notifier
+from .supervisor import Supervisor
+from .worker import App, log_listening, preflight, run_in_process
+
+
+def run(config: Config, load: Callable[[], App], app_name: str) -> int:
+    """Serve from the command line: in this process, or under the supervisor when
+    ``config.prefork``. Returns the exit status. Raises ConfigError (sockets, platform) or, in
+    process, AppImportError."""
+    notifier = Notifier(os.environ)
+    if not config.prefork:
+        return run_in_process(config, load, app_name, notifier)
+    if not hasattr(os, "fork"):
+        raise ConfigError("workers", "worker processes need os.fork(), which this system lacks")
+    preflight(config)
+    bound = open_listeners(config, os.environ)
+    return Supervisor(config, load, bound, notifier).run(
+        announce=lambda: log_listening(bound, config, app_name))

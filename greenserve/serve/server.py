@@ -1,0 +1,432 @@
+"""Server: listeners, the accept path, idle connections, graceful stop and statistics.
+
+Strategy:
+- Accepting is a hub callback, not a greenlet: when a listener is readable the hub accepts up to
+  ``ACCEPT_BATCH`` connections and watches each for its first byte. At ``max_connections`` the
+  listener is simply not watched until a connection closes; on EMFILE/ENFILE accepting backs off.
+- Idle connections (new, or kept alive between requests) live in two insertion-ordered dicts,
+  one per timeout, so the oldest is always first: a periodic sweep closes expired ones in O(1)
+  per connection, with no timer per request.
+- ``stop(grace)`` may be called from any thread: it closes the listeners, closes idle
+  connections, lets in-flight requests finish (their responses say ``Connection: close``) until
+  ``grace`` runs out, then cancels what is left.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+import sys
+import threading
+import _socket
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from .._version import __version__
+from ..config.addresses import BindAddress, parse_bind
+from ..config.options import Config
+from ..http.connection import Connection
+from ..http.dates import DateCache
+from ..http.h1 import Limits, Request
+from ..http.preamble import connection_factory
+from ..http.proxy import ProxyHeaders
+from ..http.tls import make_context
+from ..http.wsgi import base_environ
+from ..loop.gsocket import GreenSocket
+from ..loop.hub import Hub
+from ..loop.watchdog import Watchdog
+from ..observe.endpoint import MetricsEndpoint
+from ..observe.logs import AccessLog
+from ..observe.metrics import MetricsSlot, MetricsStore
+from ..patch import apply as apply_patch
+from .listeners import Listener, address_of, bind_listener
+from .stats import Stats
+
+log = logging.getLogger("greenserve.error")
+ACCEPT_BATCH = 64
+_c_accept: Callable[[Any], Tuple[int, Any]] = getattr(_socket.socket, "_accept")  # C accept4
+_Socket = socket.socket  # the real class, even if greenserve.patch replaces the module's later
+_NODELAY_INHERITED = sys.platform.startswith("linux")
+_ACCEPT_BACKOFF = (0.05, 1.0)
+NEW_CONNECTION_GRACE = 1.0  # on stop: how long a connection that has sent nothing may wait
+SOFTWARE = f"greenserve/{__version__}"
+
+
+class Server:
+    """A WSGI server on one hub. ``start()`` binds; ``serve_forever()`` runs; ``stop()`` ends."""
+
+    def __init__(self, app: Callable[..., Any], config: Optional[Config] = None, **options: Any) -> None:
+        if config is None:
+            config = Config.with_options(options)
+        elif options:
+            config = Config.with_options({**_as_dict(config), **options})
+        self.app = app
+        self.config = config
+        self.limits = Limits(config.max_request_line, config.max_header_bytes,
+                             config.max_header_count, config.max_body_size)
+        self.hub = Hub()
+        self.dates = DateCache(b"Server: greenserve\r\n")
+        self.listeners: List[Listener] = []
+        self.connections: Dict[Connection, None] = {}
+        self.draining = False
+        self.stats = Stats()
+        self._paused: List[Listener] = []
+        self._started = False
+        self._serving = threading.Event()
+        self._stopped = threading.Event()
+        self._thread: Optional[int] = None
+        self.proxies = ProxyHeaders(config.forwarded_allow_ips, config.proxy_count,
+                                    config.forwarded_headers)
+        # Counters for Prometheus: set a slot of a shared store before start() (a supervisor's
+        # worker), or start() makes one when metrics_bind is set. See metrics.py.
+        self.metrics: Optional[MetricsSlot] = None
+        self._metrics_endpoint: Optional[MetricsEndpoint] = None
+        self._access = AccessLog("")
+        self.watchdog = (Watchdog(self.hub, config.block_threshold, self._blocked_loop)
+                         if config.block_threshold else None)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self, sockets: Optional[List[socket.socket]] = None,
+              proxy_sockets: Optional[List[socket.socket]] = None) -> None:
+        """Bind every listener (or adopt ``sockets``, and ``proxy_sockets`` as listeners whose
+        connections begin with a PROXY header: a supervisor binds both in its parent; adopted
+        sockets stay the caller's, who removes their unix paths). After it, ``addresses`` is
+        known. Raises ConfigError."""
+        if self._started:
+            return
+        config = self.config
+        if config.patch:
+            apply_patch()  # late for names the app bound at import; the CLI applies it first
+        context = make_context(config.certfile, config.keyfile, config.ca_certs,
+                               config.cert_reqs, config.ciphers)
+        try:
+            if sockets is not None:
+                for sock in sockets:
+                    sock.setblocking(False)
+                    self.listeners.append(Listener(sock, address_of(sock)))
+            else:
+                for text in self.config.bind:
+                    self.listeners.append(bind_listener(parse_bind(text), config))
+            for text in config.proxy_protocol_bind if sockets is None else ():
+                listener = bind_listener(parse_bind(text), config)
+                listener.proxy_protocol = True
+                self.listeners.append(listener)
+            for sock in proxy_sockets or ():
+                sock.setblocking(False)
+                listener = Listener(sock, address_of(sock))
+                listener.proxy_protocol = True
+                self.listeners.append(listener)
+            for listener in self.listeners:
+                listener.tls = context is not None
+                listener.make_connection = connection_factory(context, listener.proxy_protocol)
+            self._access = AccessLog(config.access_log, config.access_log_format,
+                                     from_config=bool(config.log_config))
+            self._start_metrics()
+        except BaseException:
+            self._release_start()
+            raise
+        self._started = True
+
+    def _release_start(self) -> None:
+        """Undo a ``start()`` that failed half-way: nothing it opened is left behind."""
+        for listener in self.listeners:
+            listener.sock.close()
+        self.listeners = []
+        if self._metrics_endpoint is not None:
+            self._metrics_endpoint.close()
+            self._metrics_endpoint = None
+        self._access.close()
+        self._access = AccessLog("")
+
+    def _start_metrics(self) -> None:
+        """With metrics_bind and no slot given: a one-slot store, served from a thread."""
+        if not self.config.metrics_bind or self.metrics is not None:
+            return
+        store = MetricsStore.create(1)
+        endpoint = MetricsEndpoint(store.render, parse_bind(self.config.metrics_bind))
+        self.metrics = store.slot(0)
+        endpoint.start()
+        self._metrics_endpoint = endpoint
+        log.info("metrics on %s", endpoint.url)
+
+    @property
+    def metrics_url(self) -> Optional[str]:
+        """Where this server's own metrics endpoint answers (None: it serves none)."""
+        return self._metrics_endpoint.url if self._metrics_endpoint is not None else None
+
+    @property
+    def addresses(self) -> List[Any]:
+        """The bound addresses: (host, port) tuples, or paths for unix sockets."""
+        return [listener.sock.getsockname() for listener in self.listeners]
+
+    @property
+    def urls(self) -> List[str]:
+        return [listener.url for listener in self.listeners]
+
+    def serve_forever(self) -> None:
+        """Serve until ``stop()``. Blocks the calling thread; its hub lives in this thread."""
+        self.start()
+        self._thread = threading.get_ident()
+        hub = self.hub
+        for listener in self.listeners:
+            listener.gsock = GreenSocket(listener.sock, hub)
+            listener.environ = self._listener_environ(listener)
+            if listener.tcp and _NODELAY_INHERITED:
+                # Accepted sockets inherit TCP_NODELAY from the listener on Linux: one
+                # setsockopt here instead of one per connection.
+                listener.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            hub.call_soon(self._watch_listener, listener)
+        hub.call_soon(self._serving.set)
+        hub.call_soon(self._schedule_sweep)
+        hub.call_soon(self._tick_date)
+        if self.watchdog is not None:
+            hub.call_soon(self.watchdog.start)
+        try:
+            hub.run()
+        finally:
+            if self.watchdog is not None:
+                self.watchdog.stop()
+            self._close_everything()
+            self._stopped.set()
+
+    def wait_serving(self, timeout: Optional[float] = None) -> bool:
+        """Block until the server accepts connections. Returns False on timeout."""
+        return self._serving.wait(timeout)
+
+    def stop(self, grace: Optional[float] = None) -> None:
+        """Stop gracefully; safe from any thread. From another thread, returns once stopped.
+        ``grace`` defaults to the graceful_timeout option."""
+        grace = self.config.graceful_timeout if grace is None else grace
+        if not self._started or self._stopped.is_set():
+            return
+        self.hub.call_soon_threadsafe(self._begin_stop, grace)
+        if self._thread is not None and threading.get_ident() != self._thread:
+            self._stopped.wait()
+
+    def _begin_stop(self, grace: float) -> None:
+        if self.draining:
+            return
+        self.draining = True
+        for listener in self.listeners:
+            self._close_listener(listener)
+        # A new connection's first request is on its way (the client has just connected):
+        # answer it, with Connection: close, unless it is not there within a moment. A kept-alive
+        # one is closed now: its client must be ready to retry (RFC 9112 9.3.1).
+        cutoff = self.hub.time() + min(grace, NEW_CONNECTION_GRACE)
+        for conn in self.idle_connections():
+            if conn.response is None:
+                conn.deadline = min(conn.deadline, cutoff)
+            else:
+                conn.close_idle()
+        self.hub.spawn(self._drain, self.hub.time() + grace)
+
+    def _drain(self, deadline: float) -> None:
+        hub = self.hub
+        while self.connections and hub.time() < deadline:
+            hub.sleep(min(0.01, max(0.0, deadline - hub.time())))
+        for conn in list(self.connections):
+            if conn.glet is not None and not conn.glet.dead:
+                hub.kill(conn.glet)
+            else:
+                conn.close_idle()
+        rounds = 0
+        while self.connections and rounds < 100:
+            hub.sleep(0.001)
+            rounds += 1
+        hub.stop()
+
+    def _close_everything(self) -> None:
+        for listener in self.listeners:
+            self._close_listener(listener)
+        self._paused = []
+        for conn in list(self.connections):
+            conn.closed = True  # a greenlet of it that still runs will not count it again
+            conn.gsock.sock.close()
+            self.connection_closed(conn)  # and the open-connections gauge goes down
+        self.hub.close()
+        if self._metrics_endpoint is not None:
+            self._metrics_endpoint.close()
+        self._access.close()
+
+    def _close_listener(self, listener: Listener) -> None:
+        if listener.gsock is not None:
+            listener.gsock.close()
+        else:
+            listener.sock.close()
+        if listener.owned is not None:
+            listener.owned.remove()
+
+    # -- accepting ----------------------------------------------------------------------------
+
+    def _listener_environ(self, listener: Listener) -> Dict[str, Any]:
+        env = base_environ(
+            listener.server_name, listener.server_port,
+            url_scheme="https" if listener.tls else self.config.url_scheme,
+            script_name=self.config.root_path.rstrip("/"), multiprocess=self.config.prefork,
+            software=SOFTWARE,
+        )
+        env["greenserve.statistics"] = self.statistics  # for /stats pages and health checks
+        env["greenserve.sleep"] = self.hub.sleep  # a cooperative sleep(seconds) for pure WSGI apps
+        return env
+
+    def _watch_listener(self, listener: Listener) -> None:
+        if self.draining or listener.gsock is None or listener.gsock.fd < 0:
+            return
+        self.hub.watch_readable(listener.gsock.fd, lambda: self._accept(listener))
+
+    def _accept(self, listener: Listener) -> None:
+        sock = listener.sock
+        family, kind, proto = listener.socket_args
+        for _ in range(ACCEPT_BATCH):
+            if len(self.connections) >= self.config.max_connections:
+                self._paused.append(listener)
+                return
+            try:
+                # The C accept, then a socket object made from the listener's known family
+                # and socket type (socket.accept() would turn both into enums each time).
+                fd, peer = _c_accept(sock)
+                client = _Socket(family, kind, proto, fileno=fd)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    self.stats.accept_errors += 1
+                    log.warning("cannot accept connections (%s); backing off", exc.strerror)
+                    self.hub.call_later(_ACCEPT_BACKOFF[0], self._watch_listener, listener)
+                    return
+                continue  # ECONNABORTED and friends: that client is gone, take the next
+            self._adopt(client, peer, listener)
+        self._watch_listener(listener)
+
+    def _adopt(self, client: socket.socket, peer: Any, listener: Listener) -> None:
+        if listener.tcp and not _NODELAY_INHERITED:
+            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        remote = (peer[0], str(peer[1])) if isinstance(peer, tuple) else None
+        if remote is not None and remote[0].startswith("::ffff:") and "." in remote[0]:
+            # IPv4 on a dual-stack [::] listener: the mapped address (RFC 4291 2.5.5.2), which
+            # the C library (inet_ntop) writes ::ffff:a.b.c.d on every Python, is reported as
+            # a.b.c.d, as addresses.client_address writes one that a proxy names.
+            remote = (remote[0][7:], remote[1])
+        conn = listener.make_connection(self, client, listener.environ, remote)
+        self.connections[conn] = None
+        self.stats.connections_total += 1
+        if self.metrics is not None:
+            self.metrics.connection_opened()
+        conn.deadline = conn.started + self.config.header_timeout
+        conn.watch()
+
+    def connection_closed(self, conn: Connection) -> None:
+        self.connections.pop(conn, None)
+        if self.metrics is not None:
+            self.metrics.connection_closed()
+        if self._paused and len(self.connections) < self.config.max_connections:
+            paused, self._paused = self._paused, []
+            for listener in paused:
+                self._watch_listener(listener)
+
+    # -- idle connections ---------------------------------------------------------------------
+
+    def idle_connections(self) -> List[Connection]:
+        """Connections that hold no greenlet: waiting for their first or next request."""
+        return [conn for conn in self.connections if not conn.active]
+
+    def _blocked_loop(self) -> None:
+        """The watchdog saw the loop blocked (called in its thread): count it for metrics."""
+        if self.metrics is not None:
+            self.metrics.blocked_loop_incident()
+
+    def _tick_date(self) -> None:
+        """Keep the Date header current: refresh it at the start of every second."""
+        self.hub.call_later(self.dates.refresh() + 0.001, self._tick_date)
+
+    def _schedule_sweep(self) -> None:
+        config = self.config
+        interval = min(config.header_timeout, config.keepalive_timeout) / 10
+        self.hub.call_later(min(1.0, max(0.01, interval)), self._sweep)
+
+    def _sweep(self) -> None:
+        """Close idle connections past their deadline. A scan of all connections (about a
+        millisecond per 10,000 idle ones) costs less than keeping an ordered
+        index up to date on every request."""
+        now = self.hub.time()
+        for conn in [c for c in self.connections if not c.active and c.deadline <= now]:
+            conn.close_idle()
+        self._schedule_sweep()
+
+    # -- accounting ---------------------------------------------------------------------------
+
+    def request_started(self) -> None:
+        self.stats.requests_total += 1
+        self.stats.in_flight += 1
+        if self.metrics is not None:
+            self.metrics.request_started()
+
+    def request_finished(self, conn: Connection, request: Request, status: int,
+                         environ: Dict[str, Any]) -> None:
+        stats = self.stats
+        stats.in_flight -= 1
+        stats.by_class[status // 100 if 100 <= status < 600 else 0] += 1
+        if self.metrics is not None or self._access.enabled:
+            seconds = self.hub.time() - conn.started
+            if self.metrics is not None:
+                self.metrics.request_finished(status, seconds)
+            if self._access.enabled:
+                self._access.write(environ, request, status, conn.body_sent, seconds)
+
+    def tls_failed(self) -> None:
+        if self.metrics is not None:
+            self.metrics.tls_failure()
+
+    def protocol_error(self, status: int) -> None:
+        self.stats.protocol_errors += 1
+        self.stats.by_class[status // 100] += 1
+        if self.metrics is not None:
+            self.metrics.protocol_error(status)
+
+    def request_rejected(self, conn: Connection, status: int, sent: int) -> None:
+        """A request refused before the app saw it has been answered (``sent`` body bytes
+        went out): its access log line."""
+        if self._access.enabled:
+            peer = conn.peer
+            self._access.write_rejected(
+                peer[0] if peer is not None else "-", conn.base_env.get("wsgi.url_scheme", "http"),
+                status, sent, self.hub.time() - conn.started)
+
+    def statistics(self) -> Dict[str, Any]:
+        """Counters since start: connections, requests, responses by status class."""
+        s = self.stats
+        return {
+            "connections_total": s.connections_total,
+            "connections_open": len(self.connections),
+            "connections_idle": len(self.idle_connections()),
+            "requests_total": s.requests_total,
+            "requests_in_flight": s.in_flight,
+            "responses": {f"{i}xx": s.by_class[i] for i in range(1, 6)},
+            "responses_aborted": s.by_class[0],
+            "protocol_errors": s.protocol_errors,
+            "accept_errors": s.accept_errors,
+            "draining": self.draining,
+            "access_log_dropped": self._access.dropped,
+            "blocked_loop_incidents": self.watchdog.incidents if self.watchdog else 0,
+        }
+
+
+def _as_dict(config: Config) -> Dict[str, Any]:
+    import dataclasses
+
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+
+
+def serve(app: Callable[..., Any], host: str = "127.0.0.1", port: int = 8000, **options: Any) -> None:
+    """Serve ``app`` on host:port until interrupted (Ctrl-C stops gracefully). Blocks."""
+    from .signals import install_stop_handlers
+
+    if "bind" not in options:
+        options["bind"] = (str(BindAddress("tcp", host, port)),)
+    server = Server(app, **options)
+    server.start()
+    for url in server.urls:
+        log.info("greenserve listening on %s", url)
+    with install_stop_handlers(server):
+        server.serve_forever()
