@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import re
 import signal
 import socket
+import socketserver
 import subprocess
 import sys
 import threading
@@ -407,3 +409,40 @@ def serving_in_thread(server: Any) -> Iterator[int]:
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+# -- peers shared by several folders: a slow upstream, a self-signed certificate -----------------
+
+
+class SlowUpstream(socketserver.ThreadingTCPServer):
+    request_queue_size = 1024  # accept all 200 at once
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class SlowHandler(socketserver.StreamRequestHandler):
+    def handle(self) -> None:
+        line = self.rfile.readline()
+        time.sleep(0.1)
+        self.wfile.write(b"pong " + line)
+
+
+@pytest.fixture
+def slow_upstream() -> Iterator[int]:
+    yield from serving_in_thread(SlowUpstream(("127.0.0.1", 0), SlowHandler))
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory) -> Tuple[str, str]:
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("the openssl command is needed to make a test certificate")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = str(folder / "cert.pem"), str(folder / "key.pem")
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=60,
+    )
+    return cert, key

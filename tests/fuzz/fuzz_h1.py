@@ -16,7 +16,7 @@ limits apply. ``check`` asserts, for every input:
 
 A failed check is a crash: atheris prints the traceback and writes the input to
 ``tests/fuzz/crashes/crash-<sha1>``. Replay one with
-``python tests/fuzz/fuzz_h1.py tests/fuzz/crashes/crash-<sha1>``; add it to tests/h1/make_corpus.py once fixed.
+``python tests/fuzz/fuzz_h1.py tests/fuzz/crashes/crash-<sha1>``; add it to tests/http/h1/make_corpus.py once fixed.
 ``check`` needs no atheris: tests/fuzz/test_fuzz_harness.py runs it in the ordinary suite.
 """
 
@@ -28,14 +28,14 @@ import sys
 from typing import Any, List, Tuple
 
 HERE = pathlib.Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parent), str(HERE.parent.parent)]  # tests/ (for h1.*) and the root
+sys.path[:0] = [str(HERE.parent / "http"), str(HERE.parent.parent)]  # tests/http/ (for h1.*), the root
 
 from h1._driver import Outcome, drive, random_split  # noqa: E402
 from h1.oracles import first_framing_difference, h11_parse  # noqa: E402
 
 from greenserve.http.h1 import Limits  # noqa: E402
 
-CORPUS = HERE.parent / "h1" / "corpus"
+CORPUS = HERE.parent / "http" / "h1" / "corpus"
 WORK = HERE / "work"  # git-ignored: the growing fuzz corpus
 CRASHES = HERE / "crashes"  # git-ignored: inputs that failed a check
 SMALL = Limits(max_request_line=64, max_header_bytes=256, max_header_count=8, max_body_size=64)

@@ -16,7 +16,7 @@ from greenserve import cli
 from greenserve.config.options import Config
 from greenserve.config.file import read_config_file, render_toml
 from greenserve.errors import ConfigError
-from test_supervisor import APP, who, workers_seen
+from support import APP, who, workers_seen
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -12,7 +12,8 @@ import pytest
 
 from greenserve.observe.logs import AccessLog, access_logger, escape
 
-from conftest import Reader, wait_until
+from conftest import Reader
+from support import COMBINED, lines_of
 from conftest import Proc, run_to_end
 
 HOSTILE_AGENT = b'evil", "status": 999, "x": "\\" ] \t\xff\xe9'
@@ -32,12 +33,6 @@ def send(server, target=b"/", headers=b"", source="127.0.0.1"):
                                   source_address=(source, 0)) as sock:
         sock.sendall(b"GET %s HTTP/1.1\r\nHost: logs.test\r\n%s\r\n" % (target, headers))
         return Reader(sock).read_response().status
-
-
-def lines_of(path, count):
-    assert wait_until(lambda: path.exists() and len(path.read_text("utf-8").splitlines())
-                      >= count)
-    return path.read_text("utf-8").splitlines()
 
 
 def test_json_access_log_keeps_hostile_values_inside_their_fields(serve, tmp_path):
@@ -60,12 +55,6 @@ def test_json_access_log_keeps_hostile_values_inside_their_fields(serve, tmp_pat
     assert 0 <= first["duration"] < 10
     assert second["status"] == 500 and second["user_agent"] is None
     assert path.read_text("utf-8").isascii()  # non-ASCII bytes arrive as \u escapes
-
-
-COMBINED = re.compile(
-    r'(?P<host>\S+) - - \[(?P<time>[^\]]+)\] "(?P<request>(?:[^"\\]|\\x[0-9a-f]{2})*)" '
-    r'(?P<status>\d{3}|-) (?P<bytes>\d+|-) "(?P<referer>(?:[^"\\]|\\x[0-9a-f]{2})*)" '
-    r'"(?P<agent>(?:[^"\\]|\\x[0-9a-f]{2})*)"')
 
 
 def unescape(text):

@@ -3,7 +3,6 @@ serve, die and come back, drain, reload under load, grow and shrink, recycle and
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import re
@@ -11,57 +10,17 @@ import signal
 import socket
 import threading
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 from urllib.parse import urlsplit
 
 import pytest
 
 from conftest import Reader, wait_until
+from support import APP, fetch, refused, start_supervisor, who, workers_seen
 from greenserve.process.pool import Pool, WorkerProc, lowest_free, respawn_delay
 from greenserve.process.worker import WorkerInfo
 
-APP = "tests.procapps:app"
 READY = re.compile(r"worker (\d+) \(pid (\d+)\) is ready")
-
-
-def fetch(url: str, path: str = "/", timeout: float = 10.0) -> Tuple[int, Dict[str, str], bytes]:
-    """One request on a new connection: (status, headers, body)."""
-    parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
-    finally:
-        conn.close()
-
-
-def who(url: str, path: str = "/") -> dict:
-    status, _, body = fetch(url, path)
-    assert status == 200, body
-    return json.loads(body)
-
-
-def workers_seen(url: str, count: int, timeout: float = 20.0,
-                 exclude: Tuple[int, ...] = ()) -> Dict[int, int]:
-    """Ask until ``count`` different worker pids (not in ``exclude``) have answered: index -> pid."""
-    found: Dict[int, int] = {}
-    deadline = time.monotonic() + timeout
-    while len(found) < count and time.monotonic() < deadline:
-        answer = who(url)
-        if answer["pid"] not in exclude:
-            found[answer["index"]] = answer["pid"]
-    assert len(found) >= count, f"only {found} answered"
-    return found
-
-
-def refused(url: str) -> bool:
-    parts = urlsplit(url)
-    try:
-        with socket.create_connection((parts.hostname, parts.port), timeout=2):
-            return False
-    except ConnectionRefusedError:
-        return True
 
 
 def alive(pid: int) -> bool:
@@ -71,14 +30,6 @@ def alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
-
-
-def start_supervisor(run, *args: str, env: Optional[dict] = None, app: str = APP,
-                     workers: int = 2):
-    proc = run(app, "--bind", "127.0.0.1:0", "--workers", str(workers), *args, env=env)
-    url = proc.url()
-    proc.wait_for(re.compile(r"all \d+ workers are ready"))
-    return proc, url
 
 
 # -- policies -----------------------------------------------------------------------------------

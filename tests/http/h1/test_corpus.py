@@ -1,4 +1,4 @@
-"""Replay the raw-request corpus (tests/h1/corpus/) through H1Connection.
+"""Replay the raw-request corpus (tests/http/h1/corpus/) through H1Connection.
 
 Each file is fed whole, line by line (cut after every LF), one byte at a time and in seeded
 random cuts; the outcome must not depend on the cut. Valid files must produce exactly the
@@ -102,5 +102,5 @@ def test_corpus_shape() -> None:
         assert b"\r\n" in path.read_bytes()
     statuses = {status_of(p.stem) for p in INVALID}
     assert statuses == {400, 413, 414, 417, 431, 501, 505}
-    attributes = pathlib.Path(__file__).resolve().parents[2] / ".gitattributes"
-    assert "tests/h1/corpus/** -text" in attributes.read_text().splitlines()
+    attributes = pathlib.Path(__file__).resolve().parents[3] / ".gitattributes"
+    assert "tests/http/h1/corpus/** -text" in attributes.read_text().splitlines()

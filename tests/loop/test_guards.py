@@ -18,7 +18,6 @@ import requests
 import greenserve
 from conftest import Reader, Tracked, connect, wait_until
 from greenserve.loop.guards import peer_gone
-from test_patch import certificate  # noqa: F401  (a self-signed certificate, made once)
 
 GET = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
 

@@ -525,17 +525,17 @@ def test_an_http2_client_on_the_plain_port_gets_505(target):
 @pytest.mark.parametrize("count", [300, pytest.param(20000, marks=[pytest.mark.slow,
                                                                      pytest.mark.timeout(900)])])
 def test_mutated_requests_over_real_sockets_never_break_the_server(target, count):
-    """The parser corpus, mutated (tests/h1/strategies.py) and cut into random TCP writes, on
+    """The parser corpus, mutated (tests/http/h1/strategies.py) and cut into random TCP writes, on
     a connection each: whatever comes back is a run of whole, well-framed responses and then
     EOF, the server logs no traceback, and the normal client is served throughout."""
     import random
     import sys
 
-    sys.path.insert(0, str(ROOT / "tests"))
+    sys.path.insert(0, str(ROOT / "tests" / "http"))
     from h1.strategies import SNIPPETS, mutate
 
     # Responses to HEAD carry no body the reader could find without the request: no HEAD here.
-    seeds = [p for p in sorted((ROOT / "tests" / "h1" / "corpus").glob("*/*.http"))
+    seeds = [p for p in sorted((ROOT / "tests" / "http" / "h1" / "corpus").glob("*/*.http"))
              if b"HEAD" not in p.read_bytes()]
     rng = random.Random(count)
     server = target()

@@ -19,7 +19,7 @@ import requests
 import greenserve.http.connection
 from greenserve import ConfigError, Server
 
-from conftest import Proc, Reader, connect, run_to_end, wait_until
+from conftest import ROOT, Proc, Reader, connect, run_to_end, wait_until
 
 TLS12_ECDSA_AES128 = "ECDHE-ECDSA-AES128-GCM-SHA256"
 TLS12_ECDSA_AES256 = "ECDHE-ECDSA-AES256-GCM-SHA384"
@@ -105,7 +105,7 @@ def test_optional_client_certificates(serve, tls_files):
 
 @pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1_1 is deprecated:DeprecationWarning")
 def test_tls_1_2_is_the_minimum(serve, tls_files):
-    from test_metrics import scrape, value
+    from support import scrape, value
 
     server = serve(describe, **tls_options(tls_files, metrics_bind="127.0.0.1:0"))
     failures = lambda: value(scrape(server.server.metrics_url),  # noqa: E731
@@ -368,7 +368,7 @@ def test_cli_refuses_an_encrypted_key_without_asking_on_the_terminal(tls_files, 
         [sys.executable, "-m", "greenserve", "examples.hello:app", "--bind", "127.0.0.1:0",
          "--certfile", tls_files.cert, "--keyfile", key, *extra],
         stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        cwd=ROOT,
         preexec_fn=take_the_terminal)
     os.close(slave)
     try:

@@ -1,4 +1,4 @@
-"""Differential check: greenserve.http.h1 against independent parsers (tests/h1/oracles.py): h11
+"""Differential check: greenserve.http.h1 against independent parsers (tests/http/h1/oracles.py): h11
 (a test dependency) and httptools (llhttp), where installed.
 
 - Corpus: every valid case must parse to the same method, target, version, headers, body and

@@ -6,17 +6,15 @@ from __future__ import annotations
 import concurrent.futures
 import selectors
 import socket
-import socketserver
 import subprocess
 import sys
 import threading
 import time
-from typing import Any, Dict, Iterator, Tuple
+from typing import Any, Dict, Tuple
 
-import pytest
 import requests
 
-from conftest import Reader, connect, request, serving_in_thread
+from conftest import Reader, connect, request
 from greenserve.loop.gsocket import GreenSocket
 
 SIMPLE = b"GET /small HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -35,24 +33,6 @@ def timed_request(server, raw: bytes = SIMPLE) -> Tuple[float, Any]:
 
 
 # -- (a) 200 requests that each wait 0.1 s on a slow upstream -----------------------------------
-
-
-class _SlowUpstream(socketserver.ThreadingTCPServer):
-    request_queue_size = 1024  # accept all 200 at once
-    daemon_threads = True
-    allow_reuse_address = True
-
-
-class _SlowHandler(socketserver.StreamRequestHandler):
-    def handle(self) -> None:
-        line = self.rfile.readline()
-        time.sleep(0.1)
-        self.wfile.write(b"pong " + line)
-
-
-@pytest.fixture
-def slow_upstream() -> Iterator[int]:
-    yield from serving_in_thread(_SlowUpstream(("127.0.0.1", 0), _SlowHandler))
 
 
 def test_200_requests_on_a_slow_upstream_run_concurrently(serve, slow_upstream):

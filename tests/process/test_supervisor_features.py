@@ -14,8 +14,8 @@ from urllib.parse import urlsplit
 import requests
 
 from conftest import Reader, run_to_end, wait_until
-from test_metrics import counted, scrape, value
-from test_supervisor import APP, refused, start_supervisor, who
+from support import counted, scrape, value
+from support import APP, refused, start_supervisor, who
 
 
 def test_metrics_are_summed_over_workers_and_survive_a_replacement(run):

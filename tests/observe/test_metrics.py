@@ -20,27 +20,7 @@ from greenserve.observe.metrics import BUCKETS, MetricsStore
 from greenserve.observe.endpoint import DEADLINE, MAX_CLIENTS
 
 from conftest import Proc, Reader, connect, run_to_end, wait_until
-
-
-def scrape(url):
-    resp = requests.get(url, timeout=10)
-    assert resp.status_code == 200
-    assert resp.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-    samples = {}
-    for family in text_string_to_metric_families(resp.text):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return samples
-
-
-def value(samples, name, **labels):
-    """The value of one sample. Raises KeyError if the scrape has no such sample."""
-    return samples[(name, tuple(sorted(labels.items())))]
-
-
-def counted(samples, name, **labels):
-    """For samples that are absent until counted once (a status code not seen yet): 0 then."""
-    return samples.get((name, tuple(sorted(labels.items()))), 0)
+from support import counted, scrape, value
 
 
 def bucket_labels(samples, name):

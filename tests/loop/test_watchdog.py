@@ -115,7 +115,7 @@ def test_the_watchdog_thread_ends_with_the_server(serve):
 
 
 def test_incidents_are_exported_as_a_metric(serve):
-    from test_metrics import scrape, value
+    from support import scrape, value
 
     server = serve(busy_app, block_threshold=0.1, metrics_bind="127.0.0.1:0")
     url = server.server.metrics_url

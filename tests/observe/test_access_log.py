@@ -21,7 +21,7 @@ import greenserve.observe.logs
 from greenserve import ConfigError, Server
 
 from conftest import Proc, Reader, connect, run_to_end, wait_until
-from test_logs import COMBINED, lines_of
+from support import COMBINED, lines_of
 
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # Linux; fcntl names it from Python 3.10
 PIECE = 65536

@@ -1,4 +1,4 @@
-"""Writes the raw-request corpus under tests/h1/corpus/ (run: python tests/h1/make_corpus.py).
+"""Writes the raw-request corpus under tests/http/h1/corpus/ (run: python tests/http/h1/make_corpus.py).
 
 Every case is spelled out below with explicit b"\\r\\n", and every expectation of a valid case is
 written by hand next to its bytes, never computed by the parser under test. ``test_corpus``
@@ -365,7 +365,7 @@ INVALID: List[Tuple[str, bytes]] = [
 ]
 
 
-# -- where the oracle parsers (tests/h1/oracles.py: h11, httptools) decide otherwise ------------
+# -- where the oracle parsers (tests/http/h1/oracles.py: h11, httptools) decide otherwise ------------
 # Case name -> {oracle: the RFC rule that decides for greenserve}. test_differential checks that
 # every other case agrees with each oracle (same requests, or both refuse) and that every entry
 # here still differs, so the table is always exact.

@@ -19,7 +19,7 @@ import pytest
 
 from conftest import Proc, Reader
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def readme_nginx_block() -> str:

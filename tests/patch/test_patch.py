@@ -28,7 +28,6 @@ from greenserve.patch import coselect as patch_select
 from greenserve.patch.cosocket import CoopSocket
 
 from conftest import run_hub, serving_in_thread, wait_until
-from test_concurrency import slow_upstream  # noqa: F401  (a raw TCP upstream: 0.1 s a line)
 
 DELAY = 0.1  # the upstream's answer time
 
@@ -91,22 +90,6 @@ def _serve_upstream(tls: Any = None) -> Iterator[int]:
 @pytest.fixture
 def http_upstream() -> Iterator[int]:
     yield from _serve_upstream()
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory) -> Tuple[str, str]:
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("the openssl command is needed to make a test certificate")
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = str(folder / "cert.pem"), str(folder / "key.pem")
-    subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-         "-nodes", "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-        check=True, capture_output=True, timeout=60,
-    )
-    return cert, key
 
 
 @pytest.fixture

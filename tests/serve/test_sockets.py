@@ -18,7 +18,7 @@ import pytest
 
 from conftest import run_to_end, wait_until
 from greenserve.serve.sockets import socket_url
-from test_supervisor import APP, fetch, who, workers_seen
+from support import APP, fetch, who, workers_seen
 
 CURL = shutil.which("curl")
 needs_curl = pytest.mark.skipif(CURL is None, reason="curl is not installed (apt-get install curl)")
