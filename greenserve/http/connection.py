@@ -1,4 +1,6 @@
-"""One client connection: the keep-alive loop around the WSGI app.
+"""One client connection: the keep-alive loop around the WSGI app. Reading the request body is
+in body.py and sending the response in respond.py (parts of ``Connection``); the server is
+known only through port.py's ``ServerPort``.
 
 Strategy:
 - An idle connection holds no greenlet: it is a watch on its fd (``Server`` tracks its idle
