@@ -193,3 +193,17 @@ def pieces(body: bytes, size: int) -> Iterator[bytes]:
     Yields ``body`` in pieces of ``size`` bytes (the last one shorter)."""
     for start in range(0, len(body), size):
         yield body[start:start + size]
+
+
+def get_streamed(url: str, timeout: float = 30.0) -> bytes:
+    """GET a streamed response with requests and return its body, checking that it came as a
+    streamed HTTP/1.1 response does: chunked, with no Content-Length (its length is unknown
+    when the head goes out)."""
+    import requests
+
+    with requests.get(url, stream=True, timeout=timeout) as reply:
+        assert reply.status_code == 200
+        assert reply.raw.version == 11
+        assert reply.headers.get("Transfer-Encoding") == "chunked"
+        assert "Content-Length" not in reply.headers
+        return b"".join(reply.iter_content(None))

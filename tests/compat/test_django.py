@@ -21,7 +21,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from .conftest import Head, field_values, head_like_get, need, pieces
+from .conftest import Head, field_values, get_streamed, head_like_get, need, pieces
 
 pytest.importorskip("django")
 requests = pytest.importorskip("requests")
@@ -224,13 +224,7 @@ def test_upload_form_with_curl(site: Any, tmp_path: Path, chunked: bool) -> None
 
 def test_streaming_response(site: Any) -> None:
     count = 5000
-    with requests.get(site.url + f"/stream/?count={count}", stream=True, timeout=TIMEOUT) as reply:
-        assert reply.status_code == 200
-        assert reply.raw.version == 11
-        # Streamed: the length is not known when the head goes out, so HTTP/1.1 chunks it.
-        assert reply.headers.get("Transfer-Encoding") == "chunked"
-        assert "Content-Length" not in reply.headers
-        body = b"".join(reply.iter_content(None))
+    body = get_streamed(site.url + f"/stream/?count={count}", TIMEOUT)
     expected = b"".join(f"line {n:05d} of {count}\n".encode() for n in range(count))
     assert body == expected
 
