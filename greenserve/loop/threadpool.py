@@ -16,6 +16,7 @@ Invariants:
 
 from __future__ import annotations
 
+import _thread
 import os
 import queue
 import socket
@@ -69,16 +70,19 @@ class ThreadPool:
 
     def submit(self, job: _Job) -> None:
         """Queue ``job``; start a thread if more jobs wait than threads idle and the bound
-        allows. Never blocks."""
+        allows. Never blocks and never switches, patched or not: the thread is started with
+        ``_thread``, since ``threading.Thread.start`` waits for the thread to run, and under
+        greenserve.patch that wait parks the caller (which may have a parking spot published
+        already: run_in_thread)."""
         with self._lock:
             self._jobs.put(job)
             if self._jobs.qsize() > self._idle and self._threads < self.max_threads:
                 self._threads += 1
                 self._started += 1
-                name = f"greenserve-pool-{self._started}"
-                threading.Thread(target=self._work, name=name, daemon=True).start()
+                _thread.start_new_thread(self._work, (f"greenserve-pool-{self._started}",))
 
-    def _work(self) -> None:
+    def _work(self, name: str) -> None:
+        threading.current_thread().name = name  # for stack dumps and profilers
         while True:
             with self._lock:
                 self._idle += 1

@@ -12,7 +12,12 @@ Nothing is patched on import. ``apply()`` replaces, in place:
 - ``ssl.SSLContext.sslsocket_class``: what ``wrap_socket`` makes (handshake, reads, writes);
 - ``time.sleep``;
 - ``select.select`` and ``selectors.DefaultSelector``;
-- ``threading.local``: one namespace per greenlet (per request) instead of per thread.
+- ``threading.local``: one namespace per greenlet (per request) instead of per thread;
+- ``threading.Lock`` and ``threading.RLock`` (owned by a greenlet, not a thread), and with them
+  every ``Condition``, ``Semaphore``, ``Event``, ``Barrier`` and ``queue.Queue`` made afterwards;
+  ``queue.SimpleQueue`` becomes the pure-Python one built on them. They still exclude across
+  real threads (the thread pool, an app's own threads), so a connection pool shared by both
+  works.
 
 A patched call is cooperative when it runs in a hub task (a request's greenlet, or one made by
 ``greenserve.spawn``); anywhere else, other threads included, it behaves as before. Code that
@@ -22,10 +27,9 @@ the blocking original: apply the patch before importing the app.
 What stays blocking, and blocks every request of the server while it runs: C extensions doing
 their own I/O (psycopg2 without a wait callback, mysqlclient, grpc, librdkafka...), file and
 disk I/O, ``subprocess`` waits, ``os.read``/``os.write`` on pipes, ``select.poll``/``epoll``
-objects, and ``threading`` locks, conditions and ``queue.Queue`` (a greenlet waiting on a lock
-that another greenlet of the same thread holds never gets it: use ``greenserve.Event`` and
-``greenserve.Queue``). Wrap such calls in ``greenserve.run_in_thread``. ``undo()`` restores
-everything (for tests).
+objects, ``threading.Thread.join`` (a real thread's end) and locks made before ``apply()`` or
+straight from ``_thread``. Wrap such calls in ``greenserve.run_in_thread``. ``threading.Thread``
+stays a real thread. ``undo()`` restores everything (for tests).
 """
 
 from __future__ import annotations
@@ -33,11 +37,12 @@ from __future__ import annotations
 import select
 import selectors
 import socket
+import queue
 import threading
 import time
 from typing import Any, List, Tuple
 
-from . import colocal, coselect, cosocket
+from . import colocal, colock, coselect, cosocket
 from ..loop import tasks
 
 _saved: List[Tuple[Any, str, Any]] = []  # (owner, attribute, original), in patching order
@@ -51,6 +56,12 @@ def _targets() -> List[Tuple[Any, str, Any]]:
         (select, "select", coselect.cooperative_select),
         (selectors, "DefaultSelector", coselect.CooperativeSelector),
         (threading, "local", colocal.local),
+        # Condition, Semaphore, Event, Barrier and queue.Queue make their locks through these
+        # names when they are built, so they become cooperative with them.
+        (threading, "Lock", colock.CoopLock),
+        (threading, "_allocate_lock", colock.CoopLock),
+        (threading, "RLock", colock.CoopRLock),
+        (queue, "SimpleQueue", queue._PySimpleQueue),  # type: ignore[attr-defined]
     ]
     try:
         import ssl

@@ -8,6 +8,7 @@ import concurrent.futures
 import contextvars
 import http.client
 import http.server
+import queue
 import select
 import selectors
 import shutil
@@ -273,6 +274,30 @@ def test_time_sleep_without_the_patch_blocks_every_request(serve):
     elapsed, _ = concurrently(lambda i: requests.get(server.url, timeout=20).content, 5)
     # one after the other: 100 requests would take 10 s
     assert elapsed >= 5 * DELAY * 0.9, f"5 unpatched sleeps took only {elapsed:.2f} s"
+
+
+def test_a_connection_pool_smaller_than_the_requests_with_the_patch(patched, serve):
+    """The shape of SQLAlchemy's QueuePool (a queue.Queue of connections) under 20 concurrent
+    requests that each hold one of 2 "connections" for 0.1 s. Unpatched, the third request
+    blocks the hub's thread on the queue's lock and the server deadlocks; patched, the requests
+    wait their turn and the whole takes about 10 rounds."""
+    pool: "queue.Queue[int]" = queue.Queue(maxsize=2)
+    for conn in range(2):
+        pool.put(conn)
+
+    def app(environ, start_response):
+        conn = pool.get(timeout=10)
+        try:
+            time.sleep(DELAY)
+        finally:
+            pool.put(conn)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"conn %d" % conn]
+
+    server = serve(app)
+    elapsed, bodies = concurrently(lambda i: requests.get(server.url, timeout=20).content, 20)
+    assert sorted(set(bodies)) == [b"conn 0", b"conn 1"] and len(bodies) == 20
+    assert elapsed < 2 * 20 * DELAY / 2, f"20 requests on 2 connections took {elapsed:.2f} s"
 
 
 # -- request-local state ------------------------------------------------------------------------
