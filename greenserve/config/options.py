@@ -233,9 +233,14 @@ class Config:
     send_timeout: float = option(
         30.0, "seconds a response may stall because the client does not read",
         parse=parse_seconds, check=_positive, metavar="SECONDS")
+    min_send_rate: int = option(
+        500, "lowest average rate, in bytes per second, at which a client must take a "
+        "response once a send has had to wait for it and --send-timeout seconds have passed "
+        "(slower: the connection is closed); 0 turns it off", parse=parse_size,
+        check=_not_negative, metavar="BYTES")
     linger_timeout: float = option(
         2.0, "seconds to keep reading (and discarding) after an error response, so the client "
-        "sees it", parse=parse_seconds, check=_not_negative, metavar="SECONDS")
+        "sees it (with TLS, the wait to send close_notify included)", parse=parse_seconds, check=_not_negative, metavar="SECONDS")
     graceful_timeout: float = option(
         30.0, "seconds in-flight requests get to finish on stop (SIGTERM, Ctrl-C)",
         parse=parse_seconds, check=_not_negative, metavar="SECONDS")

@@ -26,11 +26,12 @@ from ..errors import (
 )
 from ..loop.gsocket import GreenSocket
 from ..loop.guards import arm_deadline, peer_gone
+from ..loop.timers import Timer
 from .body import GONE, RECV_SIZE, BodyReader
 from .h1.headers import CHUNKED as CHUNKED_BODY
 from .port import ServerPort
 from .proxy import PROXY_KEYS
-from .respond import _SMALL, Responder, _framed
+from .respond import _SMALL, Responder, SendClock, _framed
 from .wsgi import EMPTY_INPUT, Input, Response, request_environ
 
 log = logging.getLogger("greenserve.error")
@@ -43,7 +44,7 @@ class Connection(BodyReader, Responder):
     __slots__ = (
         "server", "gsock", "h1", "base_env", "peer", "glet", "active", "started",
         "response", "client_error", "body_sent", "closed", "deadline", "body_started",
-        "body_received", "tiny_pieces",
+        "body_received", "tiny_pieces", "send_clock", "linger", "linger_left",
     )
 
     def __init__(
@@ -66,6 +67,9 @@ class Connection(BodyReader, Responder):
         self.body_started = 0.0  # when this body's first wait for bytes began (0: not yet)
         self.body_received = 0
         self.tiny_pieces = 0
+        self.send_clock: Optional[SendClock] = None  # made by a response's first wait to send
+        self.linger: Optional[Timer] = None  # set while the hub lingers before closing
+        self.linger_left = 0
 
     # -- idle <-> active ----------------------------------------------------------------------
 
@@ -79,7 +83,11 @@ class Connection(BodyReader, Responder):
         server = self.server
         self.started = server.hub.time()
         self.active = True
-        self.glet = server.hub.start_now(self.serve)
+        glet = server.hub.start_now(self.serve)
+        if self.active and self.linger is None:
+            # Still serving. (Gone idle or lingering, it holds no greenlet: the pooled worker
+            # already runs something else, and must not be killed on its behalf.)
+            self.glet = glet
 
     def close_idle(self) -> None:
         """Close an idle connection (idle timeout, server stop)."""
@@ -108,7 +116,8 @@ class Connection(BodyReader, Responder):
             raise
         except Exception:
             log.exception("internal error on a connection")
-        self.close()
+        if self.linger is None:  # else the hub closes it when the lingering close is over
+            self.close()
 
     def _serve_requests(self) -> bool:
         """Returns True to keep the connection idle, False to close it."""

@@ -38,3 +38,6 @@ class ServerPort(Protocol):
     def connection_closed(self, conn: Any) -> None: ...
 
     def tls_failed(self) -> None: ...
+
+    def send_too_slow(self) -> None:
+        """A connection was closed: its client took a response under ``min_send_rate``."""

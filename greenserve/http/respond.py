@@ -6,10 +6,23 @@ connection declares the slots). The framing is decided by the sans-I/O ``h1`` co
 this module only moves the bytes it returns, and wraps socket errors as ClientDisconnected.
 A head that was built but not sent can be taken back (``_retract``), so a failure found before
 anything left becomes a clean error response.
+
+Slow readers: every send is paced by the responder itself (a ``gsocket.SendPace``), asked only
+when a send has to wait for room. A wait times out after ``send_timeout`` without progress, or
+once the response has gone out slower than ``min_send_rate`` on average since its first wait,
+after a grace of ``send_timeout`` (a client that takes a little now and then never stalls, but
+it holds the response for ever). The pace's clock (a ``SendClock``) is made at that first wait:
+a response that never waits costs nothing.
+
+Lingering close (RFC 9112 9.6): after shutting the write side, the hub reads and discards what
+the client still sends, in a one-shot fd callback, until EOF, ``_LINGER_BYTES`` or the deadline
+(a timer): the connection holds no greenlet meanwhile, so a lingering close costs about what an
+idle connection does. ``linger_timeout`` bounds the whole, TLS close_notify included.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import stat
@@ -18,17 +31,33 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Sequence, T
 from . import h1
 from ..errors import ClientDisconnected, ClientError, LocalProtocolError
 from ..loop.gsocket import GreenSocket
+from ..loop.timers import Timer
 from .h1 import _writers as h1_writers
 from .port import ServerPort
 from .wsgi import FileWrapper, Response, whole_body
 
+log = logging.getLogger("greenserve.error")
 _SMALL = 16384  # pieces up to this size are joined with the head into one send
+_LINGER_BYTES = 1 << 20  # a lingering close reads at most this much before it closes
 _REASONS = {
     400: "Bad Request", 408: "Request Timeout", 413: "Content Too Large", 414: "URI Too Long",
     417: "Expectation Failed", 431: "Request Header Fields Too Large", 500:
     "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable", 504:
     "Gateway Timeout", 505: "HTTP Version Not Supported",
 }
+
+
+class SendClock:
+    """The pace of one response, from its first wait for room (``min_send_rate``)."""
+
+    __slots__ = ("response", "started", "base", "moved", "cutoff")
+
+    def __init__(self, response: Optional[Response], started: float, base: int) -> None:
+        self.response = response  # whose sends it paces: another response starts a new clock
+        self.started = started
+        self.base = base  # bytes of the response sent before that first wait
+        self.moved = 0  # bytes sent since, as of the last wait
+        self.cutoff = 0.0  # when the last wait's rate deadline falls
 
 
 class Responder:
@@ -43,6 +72,11 @@ class Responder:
     client_error: Optional[int]
     body_sent: int
     closed: bool
+    peer: Optional[Tuple[str, str]]
+    send_clock: Optional[SendClock]
+    linger: Optional[Timer]  # while lingering: the timer that ends it
+    linger_left: int
+    glet: Any
 
     close: Callable[[], None]  # the connection's
     client_disconnected: Callable[[], bool]
@@ -153,9 +187,9 @@ class Responder:
         count = min(writer.remaining, available) if writer.mode == h1_writers.LENGTH else 0
         if count:
             try:
-                sent = self.gsock.sendfile(wrapper.filelike, position, count, self.server.config.send_timeout)
+                sent = self.gsock.sendfile(wrapper.filelike, position, count, self)
             except OSError as exc:
-                raise ClientDisconnected(f"client connection lost: {exc}") from None
+                raise self._lost(exc) from None
             writer.remaining -= sent
             self.body_sent += sent
         self._send(self.h1.send_eom())
@@ -164,18 +198,51 @@ class Responder:
     def _send(self, data: bytes) -> None:
         if data:
             try:
-                self.gsock.sendall(data, self.server.config.send_timeout)
+                self.gsock.sendall(data, self)
             except OSError as exc:
-                raise ClientDisconnected(f"client connection lost: {exc}") from None
+                raise self._lost(exc) from None
 
     def _send_parts(self, parts: Sequence[bytes]) -> None:
         if sum(map(len, parts)) <= _SMALL:
             self._send(b"".join(parts))
             return
         try:
-            self.gsock.sendall_parts(parts, self.server.config.send_timeout)
+            self.gsock.sendall_parts(parts, self)
         except OSError as exc:
-            raise ClientDisconnected(f"client connection lost: {exc}") from None
+            raise self._lost(exc) from None
+
+    def send_deadline(self, done: int) -> float:
+        """gsocket.SendPace: when a wait for room that begins now times out, ``done`` bytes
+        of the current send having gone out: after ``send_timeout``, or sooner when the
+        response is under ``min_send_rate`` (see the module docstring). Never switches."""
+        config = self.server.config
+        now = self.server.hub.time()
+        stall = now + config.send_timeout
+        rate = config.min_send_rate
+        if not rate:
+            return stall
+        progress = self.body_sent + done
+        clock = self.send_clock
+        if clock is None or clock.response is not self.response:
+            clock = self.send_clock = SendClock(self.response, now, progress)
+        clock.moved = progress - clock.base
+        clock.cutoff = clock.started + config.send_timeout + clock.moved / rate
+        return min(stall, clock.cutoff)
+
+    def _lost(self, exc: OSError) -> ClientDisconnected:
+        """What a failed send becomes. A wait cut off by ``min_send_rate`` is counted and
+        logged: the server closed the connection, not the client."""
+        clock = self.send_clock
+        now = self.server.hub.time()
+        if (type(exc) is not TimeoutError or clock is None or clock.response is not self.response
+                or now < clock.cutoff):
+            return ClientDisconnected(f"client connection lost: {exc}")
+        self.server.send_too_slow()
+        seconds = now - clock.started
+        log.info("closed a connection from %s: it took %d bytes of the response in %.1f s, "
+                 "under --min-send-rate %d B/s", self.peer[0] if self.peer else "-",
+                 clock.moved, seconds, self.server.config.min_send_rate)
+        return ClientDisconnected("the client took the response too slowly")
 
     def _send_error(self, status: int, *, wait: bool) -> None:
         """Answer ``status`` and close: lingering if ``wait``, else with one try at sending.
@@ -200,6 +267,7 @@ class Responder:
         if error is None:
             self.close()
             return 0
+        self.send_clock = None  # its own pace, not that of the response it replaces
         try:
             self._send(error[0])
         except ClientError:
@@ -225,7 +293,7 @@ class Responder:
 
     def _finish(self) -> None:
         """Close after a response: at once if the client has nothing in flight, else linger."""
-        if self.closed:
+        if self.closed or self.linger is not None:
             return
         if not self.h1.body_pending and not self.h1.buffered and not self.gsock.has_input():
             self.close()
@@ -233,22 +301,45 @@ class Responder:
         self._close_gracefully()
 
     def _close_gracefully(self) -> None:
-        """Lingering close: stop sending, read and discard for a while so that the client gets
-        the response before it sees the connection closed (RFC 9112 9.6)."""
+        """Lingering close: stop sending, then read and discard for a while, so that the
+        client gets the response before it sees the connection closed (RFC 9112 9.6). The
+        hub does the reading: the greenlet may end, and must not close the connection (its
+        ``linger`` is set). May switch (TLS: close_notify waits for room, within the same
+        ``linger_timeout``)."""
+        if self.closed or self.linger is not None:
+            return
+        hub = self.server.hub
+        deadline = hub.time() + self.server.config.linger_timeout
+        self.gsock.shutdown(socket.SHUT_WR, deadline)
+        if self.closed:  # pragma: no cover - closed while close_notify waited (server stop)
+            return
+        self.linger_left = _LINGER_BYTES
+        self.linger = hub.call_at(deadline, self._end_linger)
+        self.glet = None  # the greenlet is ending: the hub holds the connection now
+        # Nothing is parsed any more: drop the parser's state, whose request error holds the
+        # frames of the ended greenlet (a lingering close then costs what an idle one does).
+        self.h1 = h1.H1Connection(self.server.limits)
+        self._linger_read()
+
+    def _linger_read(self) -> None:
+        """Read and discard what the client sent (one read a turn); at its EOF or past
+        ``_LINGER_BYTES``, close; else wait for more in the hub. Never switches."""
         if self.closed:
             return
-        gsock = self.gsock
-        gsock.shutdown(socket.SHUT_WR)
-        deadline = self.server.hub.time() + self.server.config.linger_timeout
-        budget = 1 << 20
-        try:
-            while budget > 0 and self.server.hub.time() < deadline:
-                data = gsock.recv(65536, deadline)
-                if not data:
-                    break
-                budget -= len(data)
-        except (OSError, TimeoutError):
-            pass
+        n = self.gsock.discard_nowait(self.linger_left)
+        if n is not None:
+            self.linger_left -= n
+            if n == 0 or self.linger_left <= 0:
+                self._end_linger()
+                return
+        self.server.hub.watch_readable(self.gsock.fd, self._linger_read)
+
+    def _end_linger(self) -> None:
+        """The lingering close is over (EOF, byte limit or deadline): close. Never switches
+        (from the hub, TLS close_notify is one try)."""
+        timer = self.linger
+        if timer is not None:
+            timer.cancel()
         self.close()
 
 

@@ -14,8 +14,10 @@ Strategy:
   Decrypted bytes that OpenSSL holds (``pending()``) are read before waiting on the fd, which
   would not become readable for them. ``sendfile`` cannot encrypt, so files go by read/send.
 - close_notify goes out before the TCP side is shut (RFC 8446 6.1). If the send buffer is full
-  (a client still taking a response), a greenlet waits for room, up to ``linger`` seconds;
-  from the hub's own callbacks (closing an idle connection), which cannot wait, it is one try.
+  (a client still taking a response), a greenlet waits for room, up to ``linger`` seconds or
+  the deadline it is given (a lingering close passes its own, so that the alert and the
+  linger share one ``linger_timeout``); from the hub's own callbacks (closing an idle or a
+  lingering connection), which cannot wait, it is one try.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import ssl
 from typing import Any, BinaryIO, Callable, Optional, Sequence, TypeVar
 
 from ..errors import BusyResourceError, ConfigError
-from ..loop.gsocket import Buffer, GreenSocket
+from ..loop.gsocket import Buffer, GreenSocket, SendTimeout
 from ..loop.hub import Hub, waitable_hub
 
 T = TypeVar("T")
@@ -144,9 +146,6 @@ class GreenSSLSocket(GreenSocket):
                 else:
                     self._wait_readable(deadline)
 
-    def _deadline(self, timeout: Optional[float]) -> Optional[float]:
-        return None if timeout is None else self.hub.time() + timeout
-
     def recv(self, size: int, deadline: Optional[float] = None) -> bytes:
         """Receive up to ``size`` bytes; b"" at EOF (close_notify or not). May switch."""
         try:
@@ -186,33 +185,44 @@ class GreenSSLSocket(GreenSocket):
         OSError."""
         return self._call(lambda: self.sock.send(data), deadline, sending=True)
 
-    def sendall(self, data: Buffer, timeout: Optional[float] = None) -> None:
+    def sendall(self, data: Buffer, timeout: SendTimeout = None) -> None:
         """Send all of ``data``; ``timeout`` bounds each wait for progress. May switch."""
-        view = memoryview(data)
+        self._sendall_after(memoryview(data), timeout, 0)
+
+    def _sendall_after(self, view: Any, timeout: SendTimeout, done: int) -> None:
         while view:
             # SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER lets a retried write use a new view.
-            n = self._call(lambda: self.sock.send(view), self._deadline(timeout), sending=True)
+            try:
+                n = self.sock.send(view)
+            except _WANT_WRITE + _WOULD_BLOCK:
+                self._wait_writable(timeout, done)
+                continue
+            except _WANT_READ:  # a write that needs the peer's bytes first (rare in TLS 1.3)
+                self._wait_readable(self._send_deadline(timeout, done))
+                continue
             view = view[n:]
+            done += n
             self._moved(n)
 
-    def sendall_parts(self, parts: Sequence[Buffer], timeout: Optional[float] = None) -> None:
+    def sendall_parts(self, parts: Sequence[Buffer], timeout: SendTimeout = None) -> None:
         """TLS has no sendmsg: one buffer, one record stream."""
         self.sendall(b"".join(parts), timeout)
 
     def sendfile(self, file: BinaryIO, offset: int, count: int,
-                 timeout: Optional[float] = None) -> int:
+                 timeout: SendTimeout = None) -> int:
         """Read and send: the kernel cannot encrypt for os.sendfile. May switch."""
         return self._sendfile_fallback(file, offset, count, timeout)
 
-    def close_notify(self) -> None:
+    def close_notify(self, deadline: Optional[float] = None) -> None:
         """Send close_notify (RFC 8446 6.1: before closing the write side); the peer's own
-        close_notify is not awaited. While the send buffer is full, wait for room up to
-        ``linger`` seconds if the caller is a greenlet that may wait; else give up. May
-        switch."""
+        close_notify is not awaited. While the send buffer is full, wait for room until
+        ``deadline`` (default: ``linger`` seconds from now) if the caller is a greenlet that
+        may wait; else give up. May switch."""
         tls = self.tls
         if tls is None:
             return
-        deadline = self.hub.time() + self.linger
+        if deadline is None:
+            deadline = self.hub.time() + self.linger
         while True:
             try:
                 tls.unwrap()
@@ -228,9 +238,10 @@ class GreenSSLSocket(GreenSocket):
             except (OSError, ValueError):  # sent, the peer's is not in; or unwrapped already
                 return
 
-    def shutdown(self, how: int) -> None:
-        """close_notify, then shut the TCP side down."""
-        self.close_notify()
+    def shutdown(self, how: int, deadline: Optional[float] = None) -> None:
+        """close_notify (waiting for room until ``deadline`` at most), then shut the TCP side
+        down. May switch."""
+        self.close_notify(deadline)
         try:
             socket.socket.shutdown(self.sock, how)  # not SSLSocket's: reads stay decrypted
         except OSError:

@@ -5,6 +5,9 @@ only when the kernel answers EAGAIN (``BlockingIOError``). Deadlines are absolut
 (``None``: wait forever); a deadline passing raises ``TimeoutError``. A greenlet that moves many
 bytes without ever waiting yields to the hub every ``YIELD_EVERY`` bytes, so one fast client
 cannot starve the others.
+
+A send's ``timeout`` is seconds per wait for room, or a ``SendPace`` whose ``send_deadline`` is
+asked only when a send has to wait (a send that goes through at once computes no deadline).
 """
 
 from __future__ import annotations
@@ -16,14 +19,26 @@ import socket
 import sys
 import termios
 import _socket
-from typing import Any, BinaryIO, List, Optional, Sequence, Tuple, Union
+from typing import Any, BinaryIO, List, Optional, Protocol, Sequence, Tuple, Union
 
 from .hub import Hub, get_hub
 from .threadpool import getaddrinfo
 
 Buffer = Union[bytes, bytearray, memoryview]
+
+
+class SendPace(Protocol):
+    """What bounds the waits of a send, when a number of seconds per wait is not enough."""
+
+    def send_deadline(self, done: int) -> float:
+        """When the wait that a send now begins times out; ``done``: bytes that send (one
+        call of sendall, sendall_parts or sendfile) has moved so far. Never switches."""
+
+
+SendTimeout = Union[None, float, SendPace]
 YIELD_EVERY = 1 << 20
 _SENDFILE_BLOCK = 1 << 20
+_DISCARD = bytearray(65536)  # what discard_nowait reads into (its content is never used)
 _IOV_MAX = min(os.sysconf("SC_IOV_MAX"), 1024) if hasattr(os, "sysconf") else 1024
 
 
@@ -91,9 +106,18 @@ class GreenSocket:
         self._unyielded = 0
         self.hub.wait_readable(self.fd, deadline)
 
-    def _wait_writable(self, timeout: Optional[float]) -> None:
+    def _send_deadline(self, timeout: SendTimeout, done: int) -> Optional[float]:
+        if timeout is None:
+            return None
+        if isinstance(timeout, (int, float)):
+            return self.hub.time() + timeout
+        return timeout.send_deadline(done)
+
+    def _wait_writable(self, timeout: SendTimeout, done: int = 0) -> None:
+        """Wait for room to send; ``done`` bytes of this send went out before. May switch.
+        Raises TimeoutError."""
         self._unyielded = 0
-        self.hub.wait_writable(self.fd, None if timeout is None else self.hub.time() + timeout)
+        self.hub.wait_writable(self.fd, self._send_deadline(timeout, done))
 
     @classmethod
     def connect(
@@ -187,6 +211,17 @@ class GreenSocket:
         except BlockingIOError:
             return None
 
+    def discard_nowait(self, size: int) -> Optional[int]:
+        """Read up to ``size`` bytes from the kernel and drop them, without waiting (the raw
+        bytes, also under TLS: nothing dropped needs decrypting). Returns how many; None if
+        none are there; 0 at EOF or on an error (the peer is gone). Never switches."""
+        try:
+            return _recv_into(self.sock, _DISCARD, min(size, len(_DISCARD)))
+        except BlockingIOError:
+            return None
+        except OSError:
+            return 0
+
     def send(self, data: Buffer, deadline: Optional[float] = None) -> int:
         """Send some of ``data``; returns how much. May switch."""
         while True:
@@ -195,9 +230,9 @@ class GreenSocket:
             except BlockingIOError:
                 self.hub.wait_writable(self.fd, deadline)
 
-    def sendall(self, data: Buffer, timeout: Optional[float] = None) -> None:
-        """Send all of ``data``. ``timeout`` bounds each wait for progress. May switch.
-        Raises TimeoutError, BrokenPipeError, ConnectionResetError."""
+    def sendall(self, data: Buffer, timeout: SendTimeout = None) -> None:
+        """Send all of ``data``. ``timeout`` bounds each wait for progress (seconds, or a
+        SendPace). May switch. Raises TimeoutError, BrokenPipeError, ConnectionResetError."""
         try:
             sent = _send(self.sock, data)
         except BlockingIOError:
@@ -206,25 +241,31 @@ class GreenSocket:
             if sent > 4096:
                 self._moved(sent)
             return
-        view = memoryview(data)[sent:]
+        self._sendall_after(memoryview(data)[sent:], timeout, sent)
+
+    def _sendall_after(self, view: Any, timeout: SendTimeout, done: int) -> None:
+        """Send all of ``view``, the rest of a send that has moved ``done`` bytes. May switch."""
         while view:
             try:
                 n = _send(self.sock, view)
             except BlockingIOError:
-                self._wait_writable(timeout)
+                self._wait_writable(timeout, done)
                 continue
             view = view[n:]
+            done += n
             self._moved(n)
 
-    def sendall_parts(self, parts: Sequence[Buffer], timeout: Optional[float] = None) -> None:
+    def sendall_parts(self, parts: Sequence[Buffer], timeout: SendTimeout = None) -> None:
         """Send several buffers with as few syscalls as possible (sendmsg). May switch."""
         views: List[memoryview] = [memoryview(p) for p in parts if len(p)]
+        done = 0
         while views:
             try:
                 n = _sendmsg(self.sock, views[:_IOV_MAX])
             except BlockingIOError:
-                self._wait_writable(timeout)
+                self._wait_writable(timeout, done)
                 continue
+            done += n
             self._moved(n)
             while n and views:
                 if n >= len(views[0]):
@@ -234,7 +275,7 @@ class GreenSocket:
                     n = 0
 
     def sendfile(
-        self, file: BinaryIO, offset: int, count: int, timeout: Optional[float] = None
+        self, file: BinaryIO, offset: int, count: int, timeout: SendTimeout = None
     ) -> int:
         """Send ``count`` bytes of ``file`` from ``offset`` with os.sendfile, falling back to
         read/send where sendfile is not possible. Returns bytes sent (less only at EOF).
@@ -248,7 +289,7 @@ class GreenSocket:
             try:
                 n = os.sendfile(self.fd, fileno, offset + sent, min(count - sent, _SENDFILE_BLOCK))
             except BlockingIOError:
-                self._wait_writable(timeout)
+                self._wait_writable(timeout, sent)
                 continue
             except OSError as exc:
                 if sent == 0 and exc.errno in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP
@@ -261,7 +302,7 @@ class GreenSocket:
         return sent
 
     def _sendfile_fallback(
-        self, file: BinaryIO, offset: int, count: int, timeout: Optional[float]
+        self, file: BinaryIO, offset: int, count: int, timeout: SendTimeout
     ) -> int:
         file.seek(offset)
         sent = 0
@@ -269,7 +310,7 @@ class GreenSocket:
             block = file.read(min(count - sent, 65536))
             if not block:
                 break
-            self.sendall(block, timeout)
+            self._sendall_after(memoryview(block), timeout, sent)
             sent += len(block)
         return sent
 
@@ -281,7 +322,9 @@ class GreenSocket:
             except BlockingIOError:
                 self.hub.wait_readable(self.fd)
 
-    def shutdown(self, how: int) -> None:
+    def shutdown(self, how: int, deadline: Optional[float] = None) -> None:
+        """Shut the socket down (errors ignored). ``deadline`` bounds what the TLS variant may
+        wait for before it (its close_notify); a plain socket never waits."""
         try:
             self.sock.shutdown(how)
         except OSError:

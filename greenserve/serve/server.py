@@ -378,6 +378,9 @@ class Server:
         if self.metrics is not None:
             self.metrics.tls_failure()
 
+    def send_too_slow(self) -> None:
+        self.stats.slow_readers += 1
+
     def protocol_error(self, status: int) -> None:
         self.stats.protocol_errors += 1
         self.stats.by_class[status // 100] += 1
@@ -406,6 +409,7 @@ class Server:
             "responses_aborted": s.by_class[0],
             "protocol_errors": s.protocol_errors,
             "accept_errors": s.accept_errors,
+            "slow_readers_closed": s.slow_readers,
             "draining": self.draining,
             "access_log_dropped": self._access.dropped,
             "blocked_loop_incidents": self.watchdog.incidents if self.watchdog else 0,

@@ -562,3 +562,81 @@ def test_mutated_requests_over_real_sockets_never_break_the_server(target, count
                 assert responses(reader.buf, strict=True) or reader.buf == b"", (data, reader.buf[:300])
     probe.check(1, per_connection=0)
     assert_recovered(server)
+
+
+# -- slow readers: responses taken a little at a time ------------------------------------------
+
+SLOW_SEND_OPTIONS = ("--send-timeout", "2", "--min-send-rate", "16M")
+
+
+def read_paced(socks: List[socket.socket], per_step: int, interval: float, until: float,
+               done: Callable[[Dict[int, int]], bool]) -> Dict[int, int]:
+    """Every ``interval`` seconds, take up to ``per_step`` bytes from each socket (what is
+    there: never waiting), until ``done(taken so far)`` or ``until`` seconds pass. Returns the bytes each
+    took. The kernel's buffers on loopback are MiBs, so the server sees progress only when a
+    client takes MiBs: a slow reader here is one of a few MiB/s."""
+    taken = {i: 0 for i in range(len(socks))}
+    for sock in socks:
+        sock.setblocking(False)
+    started = time.monotonic()
+    next_step = started
+    while not done(taken) and time.monotonic() - started < until:
+        for i, sock in enumerate(socks):
+            want = per_step
+            while want > 0:
+                try:
+                    data = sock.recv(min(want, 1 << 16, per_step))
+                except (BlockingIOError, ConnectionResetError):
+                    break
+                if not data:
+                    break
+                taken[i] += len(data)
+                want -= len(data)
+        next_step += interval
+        selectors.DefaultSelector().select(max(0.0, next_step - time.monotonic()))
+    return taken
+
+
+@pytest.mark.parametrize("path", ["/bytes/1073741824?stream=1", "/bytes/67108864"])
+def test_slow_readers_are_cut_off_by_the_minimum_send_rate(target, path):
+    """Each client takes 1 MiB every 0.25 s: progress often enough that --send-timeout never
+    fires, at a quarter of the minimum send rate. Each is closed, counted and logged once the
+    rate falls short after the grace; the normal client is served meanwhile."""
+    server = target(*SLOW_SEND_OPTIONS)
+    count = 4
+    socks = [server.connect() for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path.encode())
+        started = time.monotonic()
+        with Probe(server) as probe:
+            read_paced(socks, 1 << 20, 0.25, until=20,
+                       done=lambda taken: server.stats()["slow_readers_closed"] == count)
+        elapsed = time.monotonic() - started
+        stats = server.stats()
+        assert stats["slow_readers_closed"] == count, stats
+        assert elapsed < 12, elapsed
+        probe.check(count, per_connection=(1 << 20) if "stream" in path else (72 << 20))
+    finally:
+        for sock in socks:
+            sock.close()
+    assert_recovered(server)
+    assert sum("under --min-send-rate" in line for line in server.proc.lines) == count
+
+
+def test_a_reader_above_the_minimum_send_rate_gets_the_whole_body(target):
+    """Paced at about four times the minimum rate (1 MiB every 0.25 s against 1 MiB/s), the
+    client gets the whole body, and nobody is counted as a slow reader."""
+    server = target("--send-timeout", "1", "--min-send-rate", "1M")
+    size = 24 << 20
+    with server.connect(timeout=30) as sock:
+        sock.sendall(b"GET /bytes/%d HTTP/1.1\r\nHost: x\r\n\r\n" % size)
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += sock.recv(4096)
+        assert head.startswith(b"HTTP/1.1 200 ")
+        total = len(head.partition(b"\r\n\r\n")[2])
+        taken = read_paced([sock], 1 << 20, 0.25, until=40,
+                           done=lambda taken: total + taken[0] >= size)
+        assert total + taken[0] == size
+    assert server.stats()["slow_readers_closed"] == 0

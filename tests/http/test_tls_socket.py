@@ -173,3 +173,38 @@ def test_a_close_from_a_hub_callback_does_not_wait(tls_files, capacity):
         assert run_hub(main)
     finally:
         pair.close()
+
+
+def test_a_lingering_close_over_tls_takes_one_linger_timeout(tls_files, capacity):
+    """A client that neither reads nor closes: close_notify meets a full buffer and nothing
+    ever arrives to discard. The wait for room, the linger and the close share one deadline,
+    so the connection is closed after linger_timeout, not two or three of them."""
+    from types import SimpleNamespace
+
+    from greenserve.config.options import Config
+    from greenserve.http.connection import Connection
+    from greenserve.http.h1 import Limits
+
+    linger = 0.6
+    pair = TLSPair(tls_files)
+
+    def main(hub):
+        gsock = pair.server_side(hub)
+        assert fill_with_records(gsock, capacity) == capacity
+        closed = []
+        server = SimpleNamespace(hub=hub, config=Config(linger_timeout=linger), limits=Limits(),
+                                 connection_closed=lambda conn: closed.append(hub.time()))
+        with socket.socket() as placeholder:  # replaced by the TLS socket under test
+            conn = Connection(server, placeholder, {}, None)
+        conn.gsock = gsock
+        started = hub.time()
+        conn._close_gracefully()
+        while not closed and hub.time() < started + 10:
+            hub.sleep(0.01)
+        return closed[0] - started
+
+    try:
+        elapsed = run_hub(main)
+    finally:
+        pair.close()
+    assert linger * 0.9 <= elapsed < linger * 1.5, elapsed
