@@ -12,6 +12,9 @@ Strategy:
 - Errors on the client's socket are wrapped as ClientError so that an OSError raised by the app
   itself (a missing file, a refused upstream) is still the app's error, i.e. a 500.
 - 100 Continue is sent lazily, on the first read of wsgi.input.
+- While the server drains, every response says ``Connection: close``; a connection whose
+  response went out before the drain began goes idle as usual but for ``DRAIN_QUIET`` seconds
+  at most, so that a next request already on its way is answered, not reset.
 """
 
 from __future__ import annotations
@@ -35,6 +38,11 @@ from .respond import _SMALL, Responder, SendClock, _framed
 from .wsgi import EMPTY_INPUT, Input, Response, request_environ
 
 log = logging.getLogger("greenserve.error")
+# How long a draining server keeps an idle connection for its next request. A client in the
+# middle of a run of requests sends the next within milliseconds (RFC 9112 9.3.1: closing
+# under it is a race it may lose); one quiet for a second is most likely parked in a pool,
+# and is closed then rather than holding up the drain.
+DRAIN_QUIET = 1.0
 
 
 class Connection(BodyReader, Responder):
@@ -108,7 +116,10 @@ class Connection(BodyReader, Responder):
         try:
             if self._serve_requests():
                 server = self.server
-                self.deadline = server.hub.time() + server.config.keepalive_timeout
+                timeout = server.config.keepalive_timeout
+                if server.draining:
+                    timeout = min(timeout, DRAIN_QUIET)
+                self.deadline = server.hub.time() + timeout
                 self.watch()
                 return
         except Cancelled:
@@ -138,7 +149,7 @@ class Connection(BodyReader, Responder):
                 continue
             if type(event) is not h1.Request:
                 return False  # ConnectionClosed
-            if not self._handle(event) or server.draining:
+            if not self._handle(event):  # (while draining, every response says close)
                 self._finish()
                 return False
             conn.start_next_cycle()

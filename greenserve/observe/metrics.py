@@ -5,15 +5,21 @@ anonymous shared ``mmap``. A worker writes only its own slot (a few integer adds
 memoryview per request, no locks); the endpoint reads every slot and sums them, so the numbers
 are the whole server's. The same block works in a single process (one slot, served by a thread).
 
-The interface for a pre-fork supervisor is three calls::
+The interface for a pre-fork supervisor::
 
-    store = MetricsStore.create(workers)       # in the parent, before forking
-    server.metrics = store.slot(index)         # in worker ``index``, before server.start()
+    store = MetricsStore.create(slots)         # in the parent, before forking
+    number = store.claim()                     # in the parent, before forking a worker
+    server.metrics = store.slot(number)        # in that worker, before server.start()
+    store.release(number)                      # in the parent, once that worker has exited
     MetricsEndpoint(store.render, address)     # in the parent: serves GET /metrics
                                                # (metrics_endpoint.py)
 
-A worker that replaces a dead one takes the same index: ``slot()`` zeroes the slot's gauges
-(in-flight requests, open connections) but keeps its counters, so counters never go down.
+A slot belongs to one live process at a time: a worker that drains during a reload keeps its
+own while its replacement counts in another (two writers of one cell would lose adds, and a
+newcomer zeroing the gauges would leave the old one's in-flight requests to go below zero).
+A slot is claimed again only after its worker has exited: ``release`` zeroes its gauges
+(in-flight requests, open connections: a killed worker leaves some) and keeps its counters,
+which the next worker carries on, so counters never go down.
 A server given a slot this way serves no endpoint itself; a server with ``metrics_bind`` and no
 slot makes a one-slot store and serves it from a thread.
 
@@ -25,7 +31,7 @@ from __future__ import annotations
 
 import bisect
 import mmap
-from typing import List
+from typing import List, Optional, Set
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)  # seconds; then +Inf
 
@@ -105,6 +111,7 @@ class MetricsStore:
         self._block = block
         self._cells = memoryview(block).cast("q")
         self.slots = slots
+        self._claimed: Set[int] = set()  # the parent's bookkeeping (claim, release)
 
     @classmethod
     def create(cls, slots: int) -> "MetricsStore":
@@ -123,6 +130,23 @@ class MetricsStore:
         for cell in _GAUGES:
             cells[cell] = 0
         return MetricsSlot(cells)
+
+    def claim(self) -> Optional[int]:
+        """The lowest slot that no live worker holds, now held for a new one; None if every
+        slot is held. Called in the parent only."""
+        for number in range(self.slots):
+            if number not in self._claimed:
+                self._claimed.add(number)
+                return number
+        return None
+
+    def release(self, number: int) -> None:
+        """The worker that held slot ``number`` has exited: zero its gauges, keep its
+        counters, and let a later worker claim it. Called in the parent only."""
+        self._claimed.discard(number)
+        cells = self._cells[number * SLOT_CELLS:(number + 1) * SLOT_CELLS]
+        for cell in _GAUGES:
+            cells[cell] = 0
 
     def totals(self) -> List[int]:
         """Every cell summed over the slots."""

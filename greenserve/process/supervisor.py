@@ -110,11 +110,12 @@ class Supervisor:
 
     def _create_run_state(self) -> RunState:
         """The one place for per-run state shared with workers: runs once, before any fork.
-        With metrics_bind: a shared-memory block with a slot per worker index (as many as
-        SIGTTIN may ever add), summed by an endpoint this process serves. Raises ConfigError."""
+        With metrics_bind: a shared-memory block with a slot per live worker (room for twice
+        as many as SIGTTIN may ever add: the old workers of a reload drain while the new ones
+        serve), summed by an endpoint this process serves. Raises ConfigError."""
         if not self.config.metrics_bind:
             return RunState(self.bound)
-        store = MetricsStore.create(self.pool.capacity)
+        store = MetricsStore.create(2 * self.pool.capacity)
         endpoint = MetricsEndpoint(store.render, parse_bind(self.config.metrics_bind))
         endpoint.start()
         log.info("metrics on %s", endpoint.url)
@@ -206,13 +207,15 @@ class Supervisor:
     def _spawn(self, index: int) -> bool:
         """Fork a worker for ``index``. Returns False if the system refused (out of processes
         or memory): the index is tried again a second later."""
-        info = WorkerInfo(index, self.reload_generation or self.generation)
+        metrics = self._state.metrics if self._state is not None else None
+        info = WorkerInfo(index, self.reload_generation or self.generation,
+                          metrics.claim() if metrics is not None else None)
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
         try:
             read_fd, write_fd = os.pipe()
         except OSError as exc:
-            return self._spawn_failed(index, exc)
+            return self._spawn_failed(info, exc)
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
         try:
             pid = os.fork()
@@ -220,7 +223,7 @@ class Supervisor:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
             os.close(read_fd)
             os.close(write_fd)
-            return self._spawn_failed(index, exc)
+            return self._spawn_failed(info, exc)
         if pid == 0:  # the child: never returns into the supervisor's code
             try:
                 os.close(read_fd)
@@ -238,10 +241,18 @@ class Supervisor:
         log.info("started %r, generation %d", worker, info.generation)
         return True
 
-    def _spawn_failed(self, index: int, exc: OSError) -> bool:
+    def _spawn_failed(self, info: WorkerInfo, exc: OSError) -> bool:
+        self._release_slot(info)
+        index = info.index
         log.error("cannot start worker %d: %s; trying again in 1 s", index, exc)
         self.pool.respawn_at[index] = time.monotonic() + 1.0
         return False
+
+    def _release_slot(self, info: WorkerInfo) -> None:
+        """The worker of ``info`` is gone (or never started): its metrics slot is free."""
+        metrics = self._state.metrics if self._state is not None else None
+        if metrics is not None and info.metrics_slot is not None:
+            metrics.release(info.metrics_slot)
 
     def _close_in_child(self) -> None:
         """In a new child: drop the supervisor's own descriptors (its copies of the other
@@ -342,6 +353,7 @@ class Supervisor:
                 self._selector.unregister(worker.fd)
                 os.close(worker.fd)
                 worker.fd = None
+            self._release_slot(worker.info)
             self._worker_gone(worker, os.waitstatus_to_exitcode(status), now)
 
     def _worker_gone(self, worker: WorkerProc, code: int, now: float) -> None:

@@ -48,10 +48,13 @@ _HOOKED = (signal.SIGTERM, signal.SIGQUIT, signal.SIGINT, signal.SIGCHLD) + SUPE
 class WorkerInfo:
     """Who a worker is. ``index`` is stable, 0..N-1: a replacement (after a crash, a timeout,
     ``--max-requests`` or a reload) takes the index of the worker it replaces, and a worker
-    added by SIGTTIN takes the lowest free one. ``generation`` counts reloads."""
+    added by SIGTTIN takes the lowest free one. ``generation`` counts reloads. ``metrics_slot``
+    is its own slot of the metrics store (see metrics.py; None: its requests are not counted),
+    never one that a live worker holds, so it differs from the index."""
 
     index: int
     generation: int
+    metrics_slot: Optional[int] = None
 
 
 _current: Optional[WorkerInfo] = None
@@ -59,8 +62,8 @@ _current: Optional[WorkerInfo] = None
 
 class RunState:
     """What every worker inherits from the run, made once by the supervisor before its first
-    fork: the listeners, and the shared-memory metrics block (one slot per worker index, with
-    ``metrics_bind``) whose endpoint the supervisor serves."""
+    fork: the listeners, and the shared-memory metrics block (with ``metrics_bind``: a slot for
+    each live worker, old and new alike during a reload) whose endpoint the supervisor serves."""
 
     def __init__(self, bound: BoundSockets, metrics: Optional[MetricsStore] = None,
                  endpoint: Optional[MetricsEndpoint] = None) -> None:
@@ -166,8 +169,11 @@ def _boot_and_serve(info: WorkerInfo, config: Config, load: Callable[[], App],
         channel.send("app-error " + str(exc).replace("\n", " ")[:2000])
         return EXIT_APP_ERROR
     server = Server(app, config)
-    if state.metrics is not None:
-        server.metrics = state.metrics.slot(info.index)
+    if state.metrics is not None and info.metrics_slot is not None:
+        server.metrics = state.metrics.slot(info.metrics_slot)
+    elif state.metrics is not None:
+        log.warning("worker %d has no metrics slot (all are held): it is not counted",
+                    info.index)
     bound = state.bound
     server.start(sockets=_worker_sockets(bound, config.backlog), proxy_sockets=bound.proxy_sockets)
     if config.reload:

@@ -7,9 +7,12 @@ Strategy:
 - Idle connections (new, or kept alive between requests) live in two insertion-ordered dicts,
   one per timeout, so the oldest is always first: a periodic sweep closes expired ones in O(1)
   per connection, with no timer per request.
-- ``stop(grace)`` may be called from any thread: it closes the listeners, closes idle
-  connections, lets in-flight requests finish (their responses say ``Connection: close``) until
-  ``grace`` runs out, then cancels what is left.
+- ``stop(grace)`` may be called from any thread: it closes the listeners, lets in-flight
+  requests finish (their responses say ``Connection: close``) until ``grace`` runs out, then
+  cancels what is left. An idle connection (new, or kept alive) may have a request on its way,
+  so it is kept until that request comes (answered with ``Connection: close``) or until it has
+  been quiet for ``DRAIN_QUIET`` seconds: closing it at once would reset a client that is
+  already sending (RFC 9112 9.3.1), and most clients do not retry.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from .._version import __version__
 from ..config.addresses import BindAddress, parse_bind
 from ..config.options import Config
-from ..http.connection import Connection
+from ..http.connection import DRAIN_QUIET, Connection
 from ..http.dates import DateCache
 from ..http.h1 import Limits, Request
 from ..http.preamble import connection_factory
@@ -48,7 +51,7 @@ _c_accept: Callable[[Any], Tuple[int, Any]] = getattr(_socket.socket, "_accept")
 _Socket = socket.socket  # the real class, even if greenserve.patch replaces the module's later
 _NODELAY_INHERITED = sys.platform.startswith("linux")
 _ACCEPT_BACKOFF = (0.05, 1.0)
-NEW_CONNECTION_GRACE = 1.0  # on stop: how long a connection that has sent nothing may wait
+DRAIN_SWEEP = 0.05  # seconds between sweeps of idle connections while draining
 SOFTWARE = f"greenserve/{__version__}"
 
 
@@ -210,15 +213,11 @@ class Server:
         self.draining = True
         for listener in self.listeners:
             self._close_listener(listener)
-        # A new connection's first request is on its way (the client has just connected):
-        # answer it, with Connection: close, unless it is not there within a moment. A kept-alive
-        # one is closed now: its client must be ready to retry (RFC 9112 9.3.1).
-        cutoff = self.hub.time() + min(grace, NEW_CONNECTION_GRACE)
+        # The next request of an idle connection, or a new one's first, may be on its way:
+        # answer it, with Connection: close, unless it is not there within DRAIN_QUIET.
+        cutoff = self.hub.time() + min(grace, DRAIN_QUIET)
         for conn in self.idle_connections():
-            if conn.response is None:
-                conn.deadline = min(conn.deadline, cutoff)
-            else:
-                conn.close_idle()
+            conn.deadline = min(conn.deadline, cutoff)
         self.hub.spawn(self._drain, self.hub.time() + grace)
 
     def _drain(self, deadline: float) -> None:
@@ -343,15 +342,18 @@ class Server:
     def _schedule_sweep(self) -> None:
         config = self.config
         interval = min(config.header_timeout, config.keepalive_timeout) / 10
-        self.hub.call_later(min(1.0, max(0.01, interval)), self._sweep)
+        interval = DRAIN_SWEEP if self.draining else min(1.0, max(0.01, interval))
+        self.hub.call_later(interval, self._sweep)
 
     def _sweep(self) -> None:
-        """Close idle connections past their deadline. A scan of all connections (about a
-        millisecond per 10,000 idle ones) costs less than keeping an ordered
-        index up to date on every request."""
+        """Close idle connections past their deadline, but not one whose request has arrived
+        (it is answered: closing a socket with unread bytes would send a reset). A scan of all
+        connections (about a millisecond per 10,000 idle ones) costs less than keeping an
+        ordered index up to date on every request."""
         now = self.hub.time()
         for conn in [c for c in self.connections if not c.active and c.deadline <= now]:
-            conn.close_idle()
+            if not conn.gsock.has_input():
+                conn.close_idle()
         self._schedule_sweep()
 
     # -- accounting ---------------------------------------------------------------------------

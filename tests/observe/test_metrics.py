@@ -131,6 +131,27 @@ def test_slots_written_by_forked_processes_are_summed():
         store.slot(3)
 
 
+def test_a_slot_is_claimed_by_one_live_worker_and_released_with_its_counters_kept():
+    store = MetricsStore.create(2)
+    old, new = store.claim(), store.claim()
+    assert (old, new, store.claim()) == (0, 1, None)  # while both live, no third slot
+    slot = store.slot(old)
+    slot.request_started()
+    slot.request_finished(200, 0.001)
+    slot.connection_opened()
+    slot.request_started()  # the old worker dies with a request in flight
+    store.release(old)
+    totals = store.render()
+    assert "greenserve_requests_in_flight 0\n" in totals
+    assert "greenserve_connections_open 0\n" in totals
+    assert 'greenserve_requests_total{code="200"} 1\n' in totals
+    assert store.claim() == old  # free again; the next worker carries its counters on
+    reused = store.slot(old)
+    reused.request_started()
+    reused.request_finished(200, 0.001)
+    assert 'greenserve_requests_total{code="200"} 2\n' in store.render()
+
+
 def test_tls_handshake_failures_are_counted(serve, tls_files):
     server = serve(lambda e, s: [], certfile=tls_files.cert, keyfile=tls_files.key,
                    ca_certs=tls_files.ca, cert_reqs="required", metrics_bind="127.0.0.1:0")

@@ -5,7 +5,8 @@ In flight when stop() is called: slow GETs, uploads whose bodies are still arriv
 responses, and clients that reset their connection during the drain (the fault: their
 responses are theirs to lose, the server must not mind). Every other in-flight request gets its
 whole response, then EOF (``Connection: close`` in every head sent after the drain began);
-every idle connection is closed at once without a response; new connections are refused from the start of the drain; stop() returns
+every idle connection that stays quiet is closed without a response (after DRAIN_QUIET); new
+connections are refused from the start of the drain; stop() returns
 once the last response is out, well before the grace runs out.
 """
 
