@@ -199,6 +199,11 @@ class Config:
     reload: bool = option(
         False, "development: restart the workers when a source file of the app changes "
         "(polled once a second)", parse=parse_bool, metavar="", process=True)
+    preload: bool = option(
+        False, "import the app once in the supervisor, before forking the workers: they share "
+        "its memory copy-on-write, and an app that cannot be imported stops the server before "
+        "any worker starts; SIGHUP then forks new workers of that same app (new app code needs "
+        "a restart)", parse=parse_bool, metavar="", process=True)
     max_request_line: int = option(
         8190, "longest request line in bytes (longer: 414)", parse=parse_size, check=_positive,
         metavar="BYTES")
@@ -319,6 +324,9 @@ class Config:
             problem = check(getattr(self, f.name)) if check else None
             if problem:
                 raise ConfigError(f.name, problem)
+        if self.preload and self.reload:
+            raise ConfigError("preload", "cannot be combined with reload, whose workers each "
+                              "import the app anew")
         if self.access_log == "off":
             object.__setattr__(self, "access_log", "")
         object.__setattr__(self, "log_level", self.log_level.lower())

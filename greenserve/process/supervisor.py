@@ -4,6 +4,8 @@ Strategy:
 - The parent binds every listener, then forks the workers; no hub exists in the parent, ever
   (DESIGN.md: fork before any hub exists). The parent never imports the app: each worker does,
   so an app that fails to import is reported by the worker, and a reload serves new code.
+  (With ``--preload`` the command line imports it before the supervisor starts, and every
+  worker, reloads included, is forked with that one app.)
 - The parent is a plain loop around a selector holding a wake-up pipe and one pipe per worker.
   Signal handlers only queue the signal number and write a byte to the wake-up pipe; the loop
   acts. Children are forked with every handled signal blocked, so no child ever runs a parent

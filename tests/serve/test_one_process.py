@@ -11,7 +11,7 @@ from greenserve.testing import running_server
 from support import APP, who
 
 PROCESS_VALUES = [("workers", 2), ("worker_timeout", 5.0), ("max_requests", 100),
-                  ("max_requests_jitter", 10), ("reload", True)]
+                  ("max_requests_jitter", 10), ("reload", True), ("preload", True)]
 
 
 def hello(environ, start_response):
