@@ -1,7 +1,11 @@
 """--preload: the app is imported once, in the supervisor, before any worker; an app that cannot
-be imported stops the server before any worker starts."""
+be imported stops the server before any worker starts; SIGHUP forks new workers from the app
+already imported (and applies the configuration read again)."""
 
 from __future__ import annotations
+
+import re
+import signal
 
 from conftest import run_to_end
 from support import APP, who, workers_seen
@@ -41,3 +45,21 @@ def test_preload_cannot_be_combined_with_reload():
     assert done.stderr.strip() == ("greenserve: error: --preload: cannot be combined with "
                                    "reload, whose workers each import the app anew")
 
+
+def test_sighup_with_preload_forks_the_imported_app_with_the_new_config(run, tmp_path):
+    conf = tmp_path / "greenserve.toml"
+    conf.write_text('workers = 2\nroot_path = "/v1"\n')
+    proc = run(APP, "--bind", "127.0.0.1:0", "--config", str(conf), "--preload")
+    url = proc.url()
+    proc.wait_for(re.compile(r"all 2 workers are ready"))
+    conf.write_text('workers = 1\nroot_path = "/v2"\n')
+    proc.send(signal.SIGHUP)
+    proc.wait_for(re.compile(r"SIGHUP with --preload: the new workers are forked from the app "
+                             r"imported at start"))
+    proc.wait_for(re.compile(r"reload done: generation 1 serves"), timeout=30)
+    proc.wait_for(re.compile(r"worker \d \(pid \d+\) exited with status 0"), count=2)
+    answers = [who(url) for _ in range(6)]
+    assert {a["index"] for a in answers} == {0} and {a["generation"] for a in answers} == {1}
+    assert {a["script_name"] for a in answers} == {"/v2"}
+    assert {a["imported_in"] for a in answers} == {proc.pid}  # not imported again
+    assert proc.stop() == 0
