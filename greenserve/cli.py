@@ -166,7 +166,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 load_app(spec)
             sys.stdout.write("greenserve: the configuration is valid\n")
             return 0
-        return run(config, lambda: load_app(spec), spec)
+        return run(config, lambda: load_app(spec), spec,
+                   reread=lambda: config_and_origins(args, os.environ)[0])
     except (ConfigError, AppImportError) as exc:
         log.debug("startup failed", exc_info=True)
         return _fail(str(exc))

@@ -1,7 +1,7 @@
 """Apps for the process tests, imported by the server's worker processes as tests.procapps.
 
 ``app`` answers by path: ``/`` who served (pid, worker index, generation, wsgi.multiprocess,
-REMOTE_ADDR) as JSON; ``/slow?S`` the same after S seconds of cooperative sleep; ``/stuck?S`` blocks the whole
+REMOTE_ADDR, SCRIPT_NAME, and the pid of the process that imported this module) as JSON; ``/slow?S`` the same after S seconds of cooperative sleep; ``/stuck?S`` blocks the whole
 event loop for S seconds (a plain time.sleep); ``/die`` ends the worker process on the spot.
 """
 
@@ -11,6 +11,8 @@ import time
 
 from greenserve.loop.hub import get_hub
 from greenserve.process.worker import current_worker
+
+IMPORTED_IN = os.getpid()  # the supervisor's with --preload, else the worker's own
 
 
 def app(environ, start_response):
@@ -30,6 +32,8 @@ def app(environ, start_response):
         "generation": worker.generation if worker else None,
         "multiprocess": environ["wsgi.multiprocess"],
         "remote": environ.get("REMOTE_ADDR"),
+        "script_name": environ["SCRIPT_NAME"],
+        "imported_in": IMPORTED_IN,
     }).encode()
     start_response("200 OK", [("Content-Type", "application/json")])
     return [body]

@@ -144,12 +144,14 @@ _TYPES: Dict[str, Any] = {
 def option(
     default: Any, help: str, *, parse: Callable[[str], Any] = str,
     check: Optional[Callable[[Any], Optional[str]]] = None, metavar: str = "VALUE",
-    repeat: bool = False, show: Callable[[Any], str] = str,
+    repeat: bool = False, show: Callable[[Any], str] = str, process: bool = False,
 ) -> Any:
     """Declare one option: its default, help, string parser, checker, CLI shape and how its
-    value is shown (``show`` must give a TOML literal for ints, as ``--print-config`` uses it)."""
+    value is shown (``show`` must give a TOML literal for ints, as ``--print-config`` uses it).
+    ``process``: only the supervisor of worker processes acts on it; a ``Server`` (one process)
+    refuses it unless it is left at its default."""
     meta = {"help": help, "parse": parse, "check": check, "metavar": metavar, "repeat": repeat,
-            "show": show}
+            "show": show, "process": process}
     return dataclasses.field(default=default, metadata=meta)
 
 # A value from one source, and where it came from ('--workers', 'GREENSERVE_WORKERS',
@@ -176,17 +178,18 @@ class Config:
     workers: int = option(
         1, "worker processes; 1 serves in this process, more run under a supervisor that "
         "forks them (SIGHUP reloads, SIGTTIN/SIGTTOU add/remove one)", parse=int,
-        check=_positive, metavar="N")
+        check=_positive, metavar="N", process=True)
     worker_timeout: float = option(
         30.0, "seconds a worker may go without its event loop turning (or take to start) "
         "before it is aborted with SIGABRT, its stack logged, and replaced; 0 turns it off",
-        parse=parse_seconds, check=_not_negative, metavar="SECONDS")
+        parse=parse_seconds, check=_not_negative, metavar="SECONDS", process=True)
     max_requests: int = option(
         0, "recycle a worker gracefully after about this many requests (runs the supervisor "
-        "even with one worker); 0 means never", parse=int, check=_not_negative, metavar="N")
+        "even with one worker); 0 means never", parse=int, check=_not_negative, metavar="N",
+        process=True)
     max_requests_jitter: int = option(
         0, "add a random 0..N to each worker's --max-requests, so workers do not recycle "
-        "together", parse=int, check=_not_negative, metavar="N")
+        "together", parse=int, check=_not_negative, metavar="N", process=True)
     reuse_port: bool = option(
         False, "give each worker its own TCP listener with SO_REUSEPORT, so the kernel "
         "spreads connections over the workers", parse=parse_bool, metavar="")
@@ -195,7 +198,12 @@ class Config:
         parse=parse_octal, check=_mask, metavar="MASK", show=show_octal)
     reload: bool = option(
         False, "development: restart the workers when a source file of the app changes "
-        "(polled once a second)", parse=parse_bool, metavar="")
+        "(polled once a second)", parse=parse_bool, metavar="", process=True)
+    preload: bool = option(
+        False, "import the app once in the supervisor, before forking the workers: they share "
+        "its memory copy-on-write, and an app that cannot be imported stops the server before "
+        "any worker starts; SIGHUP then forks new workers of that same app (new app code needs "
+        "a restart)", parse=parse_bool, metavar="", process=True)
     max_request_line: int = option(
         8190, "longest request line in bytes (longer: 414)", parse=parse_size, check=_positive,
         metavar="BYTES")
@@ -321,6 +329,9 @@ class Config:
             problem = check(getattr(self, f.name)) if check else None
             if problem:
                 raise ConfigError(f.name, problem)
+        if self.preload and self.reload:
+            raise ConfigError("preload", "cannot be combined with reload, whose workers each "
+                              "import the app anew")
         if self.access_log == "off":
             object.__setattr__(self, "access_log", "")
         object.__setattr__(self, "log_level", self.log_level.lower())
@@ -329,6 +340,19 @@ class Config:
     def prefork(self) -> bool:
         """Whether the server runs under the supervisor (worker processes) or in-process."""
         return self.workers > 1 or self.max_requests > 0 or self.reload
+
+    def process_options(self) -> Tuple[str, ...]:
+        """The options only a supervisor acts on (declared ``process``) that are not at their
+        default, in declaration order."""
+        return tuple(f.name for f in dataclasses.fields(self)
+                     if f.metadata["process"] and getattr(self, f.name) != f.default)
+
+    def one_process(self) -> "Config":
+        """This configuration as one process serves it: the process options at their defaults
+        (a supervisor hands this to each worker's Server)."""
+        defaults: Dict[str, Any] = {f.name: f.default for f in dataclasses.fields(self)
+                                    if f.metadata["process"]}
+        return dataclasses.replace(self, **defaults)
 
     @classmethod
     def from_layers(cls, *layers: Mapping[str, Setting]) -> "Config":

@@ -9,6 +9,7 @@ worker that is not retiring; a retiring worker drains and is never replaced.
 
 from __future__ import annotations
 
+import os
 from typing import Dict, Iterator, List, Optional, Set
 
 from .worker import WorkerInfo
@@ -122,3 +123,11 @@ class Pool:
         self.wanted.discard(index)
         self.respawn_at.pop(index, None)
         return index
+
+
+def read_nowait(fd: int) -> bytes:
+    """What a pipe holds now (at most 4 KiB), b"" when it holds nothing. Never blocks."""
+    try:
+        return os.read(fd, 4096)
+    except BlockingIOError:
+        return b""

@@ -4,6 +4,8 @@ Strategy:
 - The parent binds every listener, then forks the workers; no hub exists in the parent, ever
   (DESIGN.md: fork before any hub exists). The parent never imports the app: each worker does,
   so an app that fails to import is reported by the worker, and a reload serves new code.
+  (With ``--preload`` the command line imports it before the supervisor starts, and every
+  worker, reloads included, is forked with that one app.)
 - The parent is a plain loop around a selector holding a wake-up pipe and one pipe per worker.
   Signal handlers only queue the signal number and write a byte to the wake-up pipe; the loop
   acts. Children are forked with every handled signal blocked, so no child ever runs a parent
@@ -16,6 +18,7 @@ Strategy:
   line) instead of looping; during a reload it only cancels the reload.
 - Heartbeats come through the pipes; a worker silent for ``worker_timeout`` gets SIGABRT (its
   stack goes to stderr through faulthandler), then SIGKILL, and is replaced.
+- SIGHUP reads the configuration again (reconfig.py): the new generation is forked with it.
 - Per-run state that every worker must inherit is created in ONE place, ``_create_run_state``,
   before the first fork.
 """
@@ -36,7 +39,8 @@ from ..observe.endpoint import MetricsEndpoint
 from ..observe.metrics import MetricsStore
 from ..serve.sockets import BoundSockets
 from ..serve.systemd import Notifier
-from .pool import Pool, WorkerProc
+from .pool import Pool, WorkerProc, read_nowait
+from .reconfig import Reconfig
 from .sources import changed_files
 from .worker import EXIT_CRASH, App, RunState, WorkerInfo, worker_main
 
@@ -54,8 +58,9 @@ class Supervisor:
     """Runs the workers until a stop signal. ``run()`` returns the exit status."""
 
     def __init__(self, config: Config, load: Callable[[], App], bound: BoundSockets,
-                 notifier: Notifier) -> None:
-        self.config = config
+                 notifier: Notifier, reread: Optional[Callable[[], Config]] = None) -> None:
+        self.config = config  # in force; a reload's new workers get ``reconfig.pending``
+        self.reconfig = Reconfig(reread)
         self.load = load
         self.bound = bound
         self.notifier = notifier
@@ -135,7 +140,7 @@ class Supervisor:
             timeout = min(timeout, max(0.0, due - time.monotonic()))
         for key, _ in self._selector.select(timeout):
             if key.data is None:
-                while _read_nowait(self._wake_r):
+                while read_nowait(self._wake_r):
                     pass
             else:
                 self._read_worker(key.data)
@@ -164,7 +169,7 @@ class Supervisor:
             elif signum in (signal.SIGTERM, signal.SIGINT):
                 self._stop("graceful")
             elif signum == signal.SIGHUP:
-                self._begin_reload("SIGHUP")
+                self._reload_with_new_config()
             elif signum == signal.SIGTTIN and not self.stopping:
                 index = self.pool.grow()
                 if index is None:
@@ -229,7 +234,8 @@ class Supervisor:
                 os.close(read_fd)
                 self._close_in_child()
                 assert self._state is not None
-                worker_main(info, self.config, self.load, self._state, write_fd)
+                config = self.reconfig.pending or self.config
+                worker_main(info, config, self.load, self._state, write_fd)
             finally:
                 os._exit(EXIT_CRASH)
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)  # (the child unblocks its own)
@@ -326,6 +332,7 @@ class Supervisor:
                 if worker.info.generation < generation:
                     self._retire(worker)
             self.generation, self.reload_generation = generation, None
+            self.config = self.reconfig.done(self.config)
             log.info("reload done: generation %d serves", generation)
             self.notifier.notify("READY=1")
         elif not self.announced_ready and self.pool.all_ready():
@@ -393,6 +400,13 @@ class Supervisor:
 
     # -- reloading ----------------------------------------------------------------------------
 
+    def _reload_with_new_config(self) -> None:
+        """SIGHUP: read the configuration again, then reload unless it is invalid."""
+        if self.stopping or self.reload_generation is not None:
+            self._begin_reload("SIGHUP")  # which says why it does nothing
+        elif self.reconfig.begin(self.config, self.pool):
+            self._begin_reload("SIGHUP")
+
     def _begin_reload(self, why: str) -> None:
         if self.stopping:
             return
@@ -411,6 +425,7 @@ class Supervisor:
     def _abort_reload(self, reason: str) -> None:
         generation = self.reload_generation
         self.reload_generation = None
+        self.reconfig.abandon(self.pool)
         for worker in list(self.workers.values()):
             if worker.info.generation == generation:
                 self._retire(worker)
@@ -427,10 +442,3 @@ class Supervisor:
         changed = changed_files(self.watched)
         if changed:
             self._begin_reload(f"{changed[0]} changed")
-
-
-def _read_nowait(fd: int) -> bytes:
-    try:
-        return os.read(fd, 4096)
-    except BlockingIOError:
-        return b""

@@ -102,7 +102,7 @@ def run_in_process(config: Config, load: Callable[[], App], app_name: str,
     app = load()
     bound = open_listeners(config, os.environ)
     try:
-        server = Server(app, config)
+        server = Server(app, config.one_process())
         server.start(sockets=bound.sockets, proxy_sockets=bound.proxy_sockets)
         with install_stop_handlers(server, on_stop=lambda: notifier.notify("STOPPING=1")):
             # Announced once a stop signal drains: a signal sent on seeing this line is handled.
@@ -168,7 +168,8 @@ def _boot_and_serve(info: WorkerInfo, config: Config, load: Callable[[], App],
     except AppImportError as exc:
         channel.send("app-error " + str(exc).replace("\n", " ")[:2000])
         return EXIT_APP_ERROR
-    server = Server(app, config)
+    server = Server(app, config.one_process())
+    server.multiprocess = True
     if state.metrics is not None and info.metrics_slot is not None:
         server.metrics = state.metrics.slot(info.metrics_slot)
     elif state.metrics is not None:

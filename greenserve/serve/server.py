@@ -28,6 +28,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from .._version import __version__
 from ..config.addresses import BindAddress, parse_bind
 from ..config.options import Config
+from ..errors import ConfigError
 from ..http.connection import DRAIN_QUIET, Connection
 from ..http.dates import DateCache
 from ..http.h1 import Limits, Request
@@ -56,13 +57,18 @@ SOFTWARE = f"greenserve/{__version__}"
 
 
 class Server:
-    """A WSGI server on one hub. ``start()`` binds; ``serve_forever()`` runs; ``stop()`` ends."""
+    """A WSGI server on one hub. ``start()`` binds; ``serve_forever()`` runs; ``stop()`` ends.
+    It is one process: an option only a supervisor acts on (``workers``...) raises ConfigError."""
 
     def __init__(self, app: Callable[..., Any], config: Optional[Config] = None, **options: Any) -> None:
         if config is None:
             config = Config.with_options(options)
         elif options:
             config = Config.with_options({**_as_dict(config), **options})
+        refused = config.process_options()  # the supervisor's options: a Server is one process
+        if refused:
+            raise ConfigError(refused[0], "Server runs in one process; use the greenserve "
+                              "command line for worker processes")
         self.app = app
         self.config = config
         self.limits = Limits(config.max_request_line, config.max_header_bytes,
@@ -72,6 +78,7 @@ class Server:
         self.listeners: List[Listener] = []
         self.connections: Dict[Connection, None] = {}
         self.draining = False
+        self.multiprocess = False  # wsgi.multiprocess: a supervisor's worker sets it
         self.stats = Stats()
         self._paused: List[Listener] = []
         self._started = False
@@ -262,7 +269,7 @@ class Server:
         env = base_environ(
             listener.server_name, listener.server_port,
             url_scheme="https" if listener.tls else self.config.url_scheme,
-            script_name=self.config.root_path.rstrip("/"), multiprocess=self.config.prefork,
+            script_name=self.config.root_path.rstrip("/"), multiprocess=self.multiprocess,
             software=SOFTWARE,
         )
         env["greenserve.statistics"] = self.statistics  # for /stats pages and health checks

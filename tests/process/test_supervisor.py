@@ -55,14 +55,14 @@ def test_max_requests_jitter_spreads_the_limits():
     from greenserve.process.worker import _Channel, _Heartbeat
 
     config = Config(max_requests=100, max_requests_jitter=50)
-    server = Server(who, config)
+    server = Server(who, config.one_process())
     try:
         limits = [_Heartbeat(server, _Channel(-1), config).limit for _ in range(40)]
     finally:
         server.hub.close()
     assert all(100 <= limit <= 150 for limit in limits) and len(set(limits)) > 5
     plain = Config(max_requests=7)
-    server = Server(who, plain)
+    server = Server(who, plain.one_process())
     try:
         assert _Heartbeat(server, _Channel(-1), plain).limit == 7
     finally:
