@@ -11,7 +11,7 @@ from ._version import __version__
 from .config.options import Config
 from .errors import ConfigError, GreenserveError, TaskKilled
 from .loop.tasks import Event, Queue, Task, Timeout, sleep, spawn
-from .serve.server import Server, serve
+from .serving.server import Server, serve
 from .loop.threadpool import run_in_thread
 
 __all__ = [

@@ -15,7 +15,7 @@ import contextlib
 import threading
 from typing import Any, Callable, Iterator
 
-from .serve.server import Server
+from .serving.server import Server
 
 
 class RunningServer:

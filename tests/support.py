@@ -85,11 +85,13 @@ def workers_seen(url: str, count: int, timeout: float = 20.0,
 
 
 def refused(url: str) -> bool:
+    """Whether nothing listens at ``url`` any more. A reset during the connect counts: the
+    listener closed with the connection still in its queue (seen when it closes just then)."""
     parts = urlsplit(url)
     try:
         with socket.create_connection((parts.hostname, parts.port), timeout=2):
             return False
-    except ConnectionRefusedError:
+    except (ConnectionRefusedError, ConnectionResetError):
         return True
 
 

@@ -1,7 +1,7 @@
 """The layout of DESIGN.md, checked with ``ast`` over every module of greenserve.
 
 Each package is a floor, and imports point down the floors only (errors, options -> loop ->
-patch -> http -> observe -> serve -> process -> the command line); there is no import circle,
+patch -> http -> observe -> serving -> process -> the command line); there is no import circle,
 and no module is a big room. Within the floors: the parser (http/h1) imports only the errors and
 never socket, selectors, greenlet, time, logging or threading; only loop/hub.py touches greenlet
 (switch, throw, getcurrent); wsgi.py knows no hub, sockets or greenlets; the cooperative runtime
@@ -138,7 +138,7 @@ def test_floor_and_circle_detectors():
     assert floor("greenserve.http.h1._readers") == floor("greenserve.http")
     assert floor("greenserve.config.options") < floor("greenserve.loop.hub") < floor(
         "greenserve.patch.cosocket") < floor("greenserve.http.wsgi") < floor(
-        "greenserve.observe.logs") < floor("greenserve.serve.server") < floor(
+        "greenserve.observe.logs") < floor("greenserve.serving.server") < floor(
         "greenserve.process.worker")
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert circles(graph) == [["a", "b", "c"]]
@@ -154,7 +154,7 @@ def test_floor_and_circle_detectors():
 FLOORS = [
     ("greenserve.errors", 0), ("greenserve._version", 0), ("greenserve.config.options", 0),
     ("greenserve.config.addresses", 0), ("greenserve.loop", 1), ("greenserve.patch", 2),
-    ("greenserve.http", 3), ("greenserve.observe", 4), ("greenserve.serve", 5),
+    ("greenserve.http", 3), ("greenserve.observe", 4), ("greenserve.serving", 5),
     ("greenserve.config", 0), ("greenserve.process", 6),
 ]
 FACES = {"greenserve", "greenserve.__main__", "greenserve.cli", "greenserve.testing",
@@ -271,7 +271,7 @@ def test_wsgi_knows_no_hub_sockets_or_greenlets():
     path = PACKAGE / "http" / "wsgi.py"
     bad = top_level(imports_of(path)) & {"socket", "greenlet", "selectors"}
     bad |= {m for m in greenserve_imports(path) if is_within(m, ("greenserve.loop",))}
-    bad |= greenserve_imports(path) & {"greenserve.http.connection", "greenserve.serve.server"}
+    bad |= greenserve_imports(path) & {"greenserve.http.connection", "greenserve.serving.server"}
     assert not bad, f"wsgi.py imports {sorted(bad)}"
 
 
@@ -330,7 +330,7 @@ def test_proxy_parsers_do_no_io(name):
 def test_the_supervisor_imports_no_hub_and_no_server():
     found = greenserve_imports(PACKAGE / "process" / "supervisor.py")
     bad = {m for m in found if is_within(m, ("greenserve.loop", "greenserve.http",
-                                             "greenserve.serve.server"))}
+                                             "greenserve.serving.server"))}
     assert not bad, f"supervisor imports {sorted(bad)}"
 
 
@@ -361,7 +361,7 @@ RUNTIME_LAYER = {
 }
 # Only these may import the patch: it is applied by the command line (or a Server asked to),
 # never by importing a module.
-PATCH_IMPORTERS = {"greenserve", "greenserve.cli", "greenserve.serve.server"}
+PATCH_IMPORTERS = {"greenserve", "greenserve.cli", "greenserve.serving.server"}
 
 
 @pytest.mark.parametrize("name", sorted(RUNTIME_LAYER))
@@ -423,3 +423,12 @@ def test_mypy_strict_passes_for_the_oldest_supported_python():
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_no_module_hides_a_public_name():
+    """``greenserve.serve`` is a function: a subpackage of that name would replace it as an
+    attribute of the package the moment something imports it by its dotted path."""
+    import greenserve
+
+    children = {name.split(".")[1] for name in all_modules() if name.count(".") >= 1}
+    assert not children & set(greenserve.__all__)

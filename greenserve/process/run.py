@@ -7,8 +7,8 @@ from typing import Callable, Optional
 
 from ..config.options import Config
 from ..errors import ConfigError
-from ..serve.sockets import open_listeners
-from ..serve.systemd import Notifier
+from ..serving.sockets import open_listeners
+from ..serving.systemd import Notifier
 from .supervisor import Supervisor
 from .worker import App, log_listening, preflight, run_in_process
 

@@ -37,8 +37,8 @@ from ..config.addresses import parse_bind
 from ..config.options import Config
 from ..observe.endpoint import MetricsEndpoint
 from ..observe.metrics import MetricsStore
-from ..serve.sockets import BoundSockets
-from ..serve.systemd import Notifier
+from ..serving.sockets import BoundSockets
+from ..serving.systemd import Notifier
 from .pool import Pool, WorkerProc, read_nowait
 from .reconfig import Reconfig
 from .sources import changed_files

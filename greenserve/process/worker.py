@@ -32,10 +32,10 @@ from ..errors import AppImportError
 from ..observe.logs import check_access_log
 from ..observe.metrics import MetricsStore
 from ..observe.endpoint import MetricsEndpoint
-from ..serve.server import Server
-from ..serve.signals import SUPERVISOR_SIGNALS, install_stop_handlers
-from ..serve.sockets import BoundSockets, open_listeners, reuse_port_listener, socket_url
-from ..serve.systemd import Notifier
+from ..serving.server import Server
+from ..serving.signals import SUPERVISOR_SIGNALS, install_stop_handlers
+from ..serving.sockets import BoundSockets, open_listeners, reuse_port_listener, socket_url
+from ..serving.systemd import Notifier
 from ..http.tls import make_context
 
 log = logging.getLogger("greenserve.error")

@@ -87,7 +87,7 @@ def test_split_node(node, expected):
 # 192.0.2.1, and that is what apps compare REMOTE_ADDR with: IPv4 allow-lists
 # (ip_address(REMOTE_ADDR) in ip_network("192.0.2.0/24") is False for the IPv6 form), rate
 # limits and logs keyed by address. greenserve already reports its own dual-stack peers so
-# (serve/server.py, and tests/serve/test_sockets.py: "127.0.0.1", not "::ffff:127.0.0.1"); a client keeps
+# (serving/server.py, and tests/serving/test_sockets.py: "127.0.0.1", not "::ffff:127.0.0.1"); a client keeps
 # one REMOTE_ADDR whether or not a proxy stands in front. Had it stayed IPv6, the mixed notation
 # of RFC 4291 2.2 and RFC 5952 5 (::ffff:192.0.2.1) would be the spelling; but str() gives
 # ::ffff:c000:201 up to Python 3.12 and ::ffff:192.0.2.1 from 3.13, so greenserve never writes

@@ -51,7 +51,7 @@ def test_lowest_free_index():
 
 def test_max_requests_jitter_spreads_the_limits():
     from greenserve.config.options import Config
-    from greenserve.serve.server import Server
+    from greenserve.serving.server import Server
     from greenserve.process.worker import _Channel, _Heartbeat
 
     config = Config(max_requests=100, max_requests_jitter=50)
@@ -388,9 +388,9 @@ def test_a_refused_fork_is_tried_again_later(monkeypatch):
     import errno
 
     from greenserve.config.options import Config
-    from greenserve.serve.sockets import BoundSockets
+    from greenserve.serving.sockets import BoundSockets
     from greenserve.process.supervisor import Supervisor
-    from greenserve.serve.systemd import Notifier
+    from greenserve.serving.systemd import Notifier
 
     supervisor = Supervisor(Config(workers=2), lambda: who, BoundSockets(), Notifier({}))
 

@@ -17,7 +17,7 @@ import sys
 import pytest
 
 from conftest import run_to_end, wait_until
-from greenserve.serve.sockets import socket_url
+from greenserve.serving.sockets import socket_url
 from support import APP, fetch, who, workers_seen
 
 CURL = shutil.which("curl")

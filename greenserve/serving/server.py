@@ -407,22 +407,10 @@ class Server:
 
     def statistics(self) -> Dict[str, Any]:
         """Counters since start: connections, requests, responses by status class."""
-        s = self.stats
-        return {
-            "connections_total": s.connections_total,
-            "connections_open": len(self.connections),
-            "connections_idle": len(self.idle_connections()),
-            "requests_total": s.requests_total,
-            "requests_in_flight": s.in_flight,
-            "responses": {f"{i}xx": s.by_class[i] for i in range(1, 6)},
-            "responses_aborted": s.by_class[0],
-            "protocol_errors": s.protocol_errors,
-            "accept_errors": s.accept_errors,
-            "slow_readers_closed": s.slow_readers,
-            "draining": self.draining,
-            "access_log_dropped": self._access.dropped,
-            "blocked_loop_incidents": self.watchdog.incidents if self.watchdog else 0,
-        }
+        return self.stats.snapshot(
+            open=len(self.connections), idle=len(self.idle_connections()),
+            draining=self.draining, access_log_dropped=self._access.dropped,
+            blocked_loop_incidents=self.watchdog.incidents if self.watchdog else 0)
 
 
 def _as_dict(config: Config) -> Dict[str, Any]:
