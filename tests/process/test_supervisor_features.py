@@ -9,6 +9,8 @@ import os
 import re
 import signal
 import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 import requests
@@ -73,13 +75,18 @@ def test_https_workers(run, tls_files):
     url = proc.url()
     assert url.startswith("https://127.0.0.1:")
     proc.wait_for(re.compile("all 2 workers are ready"))
+    # Both workers accept on one shared socket, so which one wins an accept is up to the
+    # scheduler: one after another, a warm worker can win every time on a busy machine. Bursts
+    # of parallel handshakes keep one worker busy while the other accepts; stop at a deadline.
+    def ask(_):
+        return requests.get(url, verify=tls_files.ca, timeout=10).json()["pid"]
+
     pids = set()
-    for _ in range(40):
-        resp = requests.get(url, verify=tls_files.ca, timeout=10)
-        pids.add(resp.json()["pid"])
-        if len(pids) == 2:
-            break
-    assert len(pids) == 2
+    deadline = time.monotonic() + 20
+    with ThreadPoolExecutor(6) as pool:
+        while len(pids) < 2 and time.monotonic() < deadline:
+            pids.update(pool.map(ask, range(6)))
+    assert len(pids) == 2, pids
     assert proc.stop() == 0
 
 
