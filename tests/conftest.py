@@ -446,3 +446,57 @@ def certificate(tmp_path_factory) -> Tuple[str, str]:
         check=True, capture_output=True, timeout=60,
     )
     return cert, key
+
+
+# -- real database servers (tests/dbservers.py), one of each per session ------------------------
+
+
+def _database_server(start: Callable[[], Any], probe: Callable[[Any], bool]) -> Iterator[Any]:
+    from dbservers import Unavailable
+
+    try:
+        server = start()
+    except Unavailable as why:
+        pytest.skip(str(why))
+    try:
+        if not wait_until(lambda: probe(server), timeout=60, interval=0.1):
+            pytest.fail(f"{server.name} does not take connections:\n{server.tail()}")
+        yield server
+    finally:
+        server.stop()
+
+
+def _postgres_answers(server: Any) -> bool:
+    psycopg2 = pytest.importorskip("psycopg2", reason="psycopg2-binary is a test dependency")
+    try:
+        psycopg2.connect(host="127.0.0.1", port=server.port, user="postgres",
+                         dbname="postgres", connect_timeout=2).close()
+        return True
+    except psycopg2.OperationalError:  # "the database system is starting up"
+        return False
+
+
+def _mariadb_answers(server: Any) -> bool:
+    pymysql = pytest.importorskip("pymysql", reason="PyMySQL is a test dependency")
+    try:
+        pymysql.connect(host="127.0.0.1", port=server.port, user="root",
+                        connect_timeout=2).close()
+        return True
+    except pymysql.err.OperationalError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Any]:
+    """A PostgreSQL server of our own: ``.port``; user and database ``postgres``, no password."""
+    from dbservers import start_postgres
+
+    yield from _database_server(start_postgres, _postgres_answers)
+
+
+@pytest.fixture(scope="session")
+def mariadb() -> Iterator[Any]:
+    """A MariaDB server of our own: ``.port``; user ``root``, no password, no grant checks."""
+    from dbservers import start_mariadb
+
+    yield from _database_server(start_mariadb, _mariadb_answers)

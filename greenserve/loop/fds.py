@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import selectors
+import socket
 from typing import Any, Callable, Deque, Dict, Tuple
 
 from ..errors import BusyResourceError
@@ -55,8 +56,23 @@ class FdTable:
     """The fd half of the hub."""
 
     selector: selectors.BaseSelector
+    _wake_r: socket.socket  # other threads and signal handlers write a byte to wake the hub
+    _wake_w: socket.socket
     _entries: Dict[int, FdEntry]
     _ready: Deque[Tuple[Callable[..., Any], Tuple[Any, ...]]]
+
+    def close(self) -> None:
+        """Release the selector and the wakeup sockets. The hub must not be running."""
+        self.selector.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def _drain_wakeup(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except BlockingIOError:
+            pass
 
     def _set_mask(self, fd: int, entry: FdEntry, mask: int) -> None:
         if mask == entry.mask:

@@ -142,12 +142,6 @@ class Hub(FdTable, TimerHeap):
         """Make ``run`` return after the current turn. Call from the hub's thread."""
         self._stopping = True
 
-    def close(self) -> None:
-        """Release the selector and the wakeup sockets. The hub must not be running."""
-        self.selector.close()
-        self._wake_r.close()
-        self._wake_w.close()
-
     def _turn(self) -> None:
         self.turns += 1
         timeout: Optional[float] = None
@@ -200,13 +194,6 @@ class Hub(FdTable, TimerHeap):
             fn(*args)
         except Exception:
             log.exception("error in a hub callback %r", fn)
-
-    def _drain_wakeup(self) -> None:
-        try:
-            while self._wake_r.recv(4096):
-                pass
-        except BlockingIOError:
-            pass
 
     # -- scheduling -------------------------------------------------------------------------
 
@@ -403,31 +390,42 @@ class Hub(FdTable, TimerHeap):
         """Suspend until ``fd`` is readable. May switch. Raises TimeoutError at ``deadline``
         (monotonic), ClosedResourceError if the fd is closed meanwhile, BusyResourceError if
         another greenlet already waits to read it."""
-        self._wait(fd, EVENT_READ, "reader", deadline)
+        self._wait(fd, EVENT_READ, deadline)
 
     def wait_writable(self, fd: int, deadline: Optional[float] = None) -> None:
         """Suspend until ``fd`` is writable. May switch. Raises as ``wait_readable``."""
-        self._wait(fd, EVENT_WRITE, "writer", deadline)
+        self._wait(fd, EVENT_WRITE, deadline)
 
-    def _wait(self, fd: int, event: int, side: str, deadline: Optional[float]) -> None:
+    def wait_either(self, fd: int, deadline: Optional[float] = None) -> None:
+        """Suspend until ``fd`` is readable or writable (ask the fd which). May switch.
+        Raises as ``wait_readable``, BusyResourceError if anyone waits on either side."""
+        self._wait(fd, EVENT_READ | EVENT_WRITE, deadline)
+
+    def _wait(self, fd: int, events: int, deadline: Optional[float]) -> None:
         entry = self._entry(fd)
-        if getattr(entry, side) is not None:
-            raise BusyResourceError(f"another greenlet already waits on fd {fd} ({side})")
+        if (events & EVENT_READ and entry.reader is not None) or (
+                events & EVENT_WRITE and entry.writer is not None):
+            raise BusyResourceError(f"another greenlet already waits on fd {fd}")
         waiter = _Waiter(getcurrent())
-        setattr(entry, side, waiter)
-        if event == EVENT_READ and entry.writer is None:
+        if events & EVENT_READ:
+            entry.reader = waiter
+        if events & EVENT_WRITE:
+            entry.writer = waiter
+        if events == EVENT_READ and entry.writer is None:
             # Drop a stale write interest in the same call: a socket is nearly always writable,
             # so leaving it would only bring a spurious event and a second epoll_ctl.
             self._set_mask(fd, entry, EVENT_READ)
         else:
-            self._set_mask(fd, entry, entry.mask | event)
+            self._set_mask(fd, entry, entry.mask | events)
         timer = None if deadline is None else self.call_at(deadline, waiter.wake, TIMED_OUT)
         try:
             token = self._suspend()
         finally:
             waiter.waiting = False
-            if getattr(entry, side) is waiter:
-                setattr(entry, side, None)
+            if entry.reader is waiter:
+                entry.reader = None
+            if entry.writer is waiter:
+                entry.writer = None
             if timer is not None:
                 self.cancel_timer(timer)
         if token is TIMED_OUT:

@@ -17,19 +17,28 @@ Nothing is patched on import. ``apply()`` replaces, in place:
   every ``Condition``, ``Semaphore``, ``Event``, ``Barrier`` and ``queue.Queue`` made afterwards;
   ``queue.SimpleQueue`` becomes the pure-Python one built on them. They still exclude across
   real threads (the thread pool, an app's own threads), so a connection pool shared by both
-  works.
+  works;
+- the PostgreSQL drivers, where installed (``apply()`` imports them to hook them): psycopg2's
+  wait callback and psycopg 3's wait functions (see ``copsycopg``). Pure-Python drivers
+  (PyMySQL, pg8000, redis-py...) need nothing more than the patched socket.
 
 A patched call is cooperative when it runs in a hub task (a request's greenlet, or one made by
 ``greenserve.spawn``); anywhere else, other threads included, it behaves as before. Code that
-kept a reference before ``apply()`` (``from socket import socket``, a socket made earlier) keeps
-the blocking original: apply the patch before importing the app.
+kept a reference before ``apply()`` (``from socket import socket``, a socket made earlier, a
+lock made at import) keeps the blocking original: apply the patch before importing the app.
+
+``threading.Thread`` stays a real OS thread: code that starts a thread wants it to run while
+its starter waits (a reader thread, a pool's maintenance thread), and a greenlet would only
+run when the starter yields. Its locks and queues shared with hub tasks are the patched ones,
+so handing work and results across works both ways.
 
 What stays blocking, and blocks every request of the server while it runs: C extensions doing
-their own I/O (psycopg2 without a wait callback, mysqlclient, grpc, librdkafka...), file and
-disk I/O, ``subprocess`` waits, ``os.read``/``os.write`` on pipes, ``select.poll``/``epoll``
-objects, ``threading.Thread.join`` (a real thread's end) and locks made before ``apply()`` or
-straight from ``_thread``. Wrap such calls in ``greenserve.run_in_thread``. ``threading.Thread``
-stays a real thread. ``undo()`` restores everything (for tests).
+their own I/O (mysqlclient, grpc, librdkafka...), psycopg2's COPY methods and large objects
+(psycopg2 refuses them in the non-blocking mode the hook needs), file and disk I/O,
+``subprocess`` waits, ``os.read``/``os.write`` on pipes, ``select.poll``/``epoll`` objects,
+``threading.Thread.join`` (a real thread's end) and locks made before ``apply()`` or straight
+from ``_thread``. Wrap such calls in ``greenserve.run_in_thread``. ``undo()`` restores
+everything (for tests).
 """
 
 from __future__ import annotations
@@ -40,12 +49,13 @@ import socket
 import queue
 import threading
 import time
-from typing import Any, List, Tuple
+from typing import Any, Callable, List, Tuple
 
-from . import colocal, colock, coselect, cosocket
+from . import colocal, colock, copsycopg, coselect, cosocket
 from ..loop import tasks
 
 _saved: List[Tuple[Any, str, Any]] = []  # (owner, attribute, original), in patching order
+_hooks: List[Callable[[], None]] = []  # what undoes the database drivers' wait hooks
 
 
 def _targets() -> List[Tuple[Any, str, Any]]:
@@ -79,10 +89,13 @@ def apply() -> None:
     for owner, name, replacement in _targets():
         _saved.append((owner, name, getattr(owner, name)))
         setattr(owner, name, replacement)
+    _hooks.extend(copsycopg.apply())
 
 
 def undo() -> None:
     """Put back everything ``apply()`` replaced. Objects made meanwhile stay cooperative."""
+    while _hooks:
+        _hooks.pop()()
     while _saved:
         owner, name, original = _saved.pop()
         setattr(owner, name, original)

@@ -309,6 +309,52 @@ def test_second_waiter_same_fd_same_direction_is_busy(pair):
     assert results == ["first woke"]
 
 
+def test_wait_either_wakes_on_read_when_the_fd_cannot_be_written(pair):
+    # A database driver flushing a big query waits for "readable or writable" on one fd: the
+    # server may answer (an error) before it has read everything.
+    a, b = pair
+    results: List[Any] = []
+
+    def main(hub: Hub) -> None:
+        try:
+            while True:
+                a.send(b"x" * 65536)  # fill the buffers until a cannot be written
+        except BlockingIOError:
+            pass
+        hub.call_later(0.05, b.send, b"answer")
+        hub.wait_either(a.fileno(), hub.time() + 5)
+        results.append(a.recv(100))
+        # Both slots are free again: a plain reader and writer can wait now.
+        with pytest.raises(TimeoutError):
+            hub.wait_readable(a.fileno(), hub.time() + 0.01)
+        with pytest.raises(TimeoutError):
+            hub.wait_either(a.fileno(), hub.time() + 0.01)
+
+    run_hub(main)
+    assert results == [b"answer"]
+
+
+def test_wait_either_wakes_on_write_and_refuses_a_taken_side(pair):
+    a, b = pair
+    woke: List[str] = []
+
+    def reader(hub: Hub) -> None:
+        hub.wait_readable(a.fileno())
+        woke.append("reader")
+
+    def main(hub: Hub) -> None:
+        hub.spawn(reader, hub)
+        hub.yield_now()
+        with pytest.raises(BusyResourceError):
+            hub.wait_either(a.fileno(), hub.time() + 1)
+        hub.wait_writable(a.fileno(), hub.time() + 1)  # the writer side was left free
+        b.send(b"x")
+        hub.sleep(0.02)
+
+    run_hub(main)
+    assert woke == ["reader"]
+
+
 def test_forget_fd_wakes_the_waiter_with_closed_resource_error(pair):
     a, _ = pair
     results: List[Any] = []
