@@ -35,6 +35,7 @@ from .timers import Timer, TimerHeap
 log = logging.getLogger("greenserve.error")
 
 _PARK_TIMEOUT = object()
+_IDLE_CONTEXT = contextvars.Context()  # what an idle pooled worker runs in: nothing
 
 _local = threading.local()
 MAX_IDLE_WORKERS = 256
@@ -254,6 +255,10 @@ class Hub(FdTable, TimerHeap):
             if self._stopping or len(self._workers) >= MAX_IDLE_WORKERS:
                 return
             worker.fn = _noop
+            # Idle, it must not keep the finished job's context alive: that holds every
+            # contextvar and patched threading.local value of the last request (a database
+            # connection, say) until this worker happens to be reused.
+            worker.gr_context = _IDLE_CONTEXT
             self._workers.append(worker)
             fn, args = self._loop.switch()
 

@@ -35,6 +35,14 @@ _real_lock = _thread.allocate_lock  # the C lock, whatever the patch replaces la
 Waiting = Tuple[Hub, Parking]
 
 
+def _check_timeout(blocking: bool, timeout: float) -> None:
+    """The standard locks' checks of a timeout given, made before anything else."""
+    if not blocking:
+        raise ValueError("can't specify a timeout for a non-blocking call")
+    if timeout < 0:
+        raise ValueError("timeout value must be a non-negative number")
+
+
 class CoopLock:
     """``threading.Lock`` under the patch. See the module doc."""
 
@@ -47,14 +55,12 @@ class CoopLock:
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         """As ``threading.Lock.acquire``. May switch (in a hub task, when the lock is held)."""
+        if timeout != -1:
+            _check_timeout(blocking, timeout)
         if self._lock.acquire(False):
             return True
         if not blocking:
-            if timeout != -1:
-                raise ValueError("can't specify a timeout for a non-blocking call")
             return False
-        if timeout < 0 and timeout != -1:
-            raise ValueError("timeout value must be a non-negative number")
         hub = waitable_hub()
         if hub is None:
             return self._lock.acquire(True, timeout)
@@ -140,6 +146,8 @@ class CoopRLock:
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         """As ``threading.RLock.acquire``. May switch."""
+        if timeout != -1:
+            _check_timeout(blocking, timeout)
         me = current_greenlet()
         if self._owner is me:
             self._count += 1

@@ -760,3 +760,34 @@ def test_new_context_gives_a_fresh_context():
         return var.get()
 
     assert run_hub(main) == "unset"
+
+
+# -- pooled workers (start_now) -----------------------------------------------------------------
+
+
+class _Held:
+    """Something a request keeps in its context: a database connection, say."""
+
+
+_request_value: "contextvars.ContextVar[_Held]" = contextvars.ContextVar("request_value")
+
+
+def test_an_idle_pooled_worker_lets_go_of_its_last_jobs_context():
+    import weakref
+
+    held: List[Any] = []
+
+    def job(hub: Hub) -> None:
+        hub.new_context()  # as a connection does for each request
+        value = _Held()
+        _request_value.set(value)
+        held.append(weakref.ref(value))
+        hub.sleep(0.01)  # wait once, as a request does
+
+    def main(hub: Hub) -> None:
+        hub.call_soon(hub.start_now, job, hub)
+        hub.sleep(0.1)  # the job ends and its worker goes back to the pool
+        assert hub._workers, "the worker was not pooled"
+
+    run_hub(main)
+    assert held and held[0]() is None, "an idle worker still holds the request's context"

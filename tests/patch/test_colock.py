@@ -293,3 +293,110 @@ def test_a_cancelled_waiter_leaves_the_queue(patched):
         return lock.acquire(timeout=1)
 
     assert run_hub(main) is True
+
+
+def test_event_condition_and_queue_hand_over_between_greenlets_and_threads(patched):
+    """What a reader thread and a request do to each other (simple-websocket, a driver's pool):
+    a greenlet waits on an Event a real thread sets, a thread waits on a Queue a greenlet
+    fills and on a Condition a greenlet notifies; the hub turns throughout."""
+    ticks: List[float] = []
+    stop: List[bool] = []
+    event = threading.Event()
+    items: "queue.Queue[str]" = queue.Queue()
+    cond = threading.Condition()
+    seen: List[str] = []
+
+    def thread_side() -> None:
+        time.sleep(0.05)  # a real sleep: this is another thread
+        event.set()
+        seen.append(items.get(timeout=5))
+        with cond:
+            assert cond.wait_for(lambda: len(seen) == 2, timeout=5)
+        seen.append("thread notified")
+
+    def main(hub: Any) -> Any:
+        greenserve.spawn(ticker, ticks, stop)
+        thread = threading.Thread(target=thread_side)
+        thread.start()
+        assert event.wait(5)  # the hub turns while the thread sleeps
+        items.put("from the greenlet")
+        greenserve.sleep(0.05)
+        with cond:
+            seen.append("greenlet")
+            cond.notify_all()
+        stop.append(True)
+        return thread
+
+    thread = run_hub(main, timeout=10)
+    thread.join(5)
+    assert seen == ["from the greenlet", "greenlet", "thread notified"]
+    assert len(ticks) >= 3
+
+
+# The same calls on the standard library's locks (in a plain thread) and on the patched ones
+# (in a hub task): the same results and the same errors. Each call is (name, args, kwargs).
+CALLS = [
+    ("acquire", (), {}),
+    ("acquire", (False,), {}),
+    ("acquire", (), {"timeout": 0.01}),
+    ("locked", (), {}),
+    ("release", (), {}),
+    ("release", (), {}),
+    ("acquire", (False,), {"timeout": 1}),
+    ("acquire", (), {"timeout": -2}),
+    ("acquire", (True, 0.01), {}),
+]
+RCALLS = [
+    ("acquire", (), {}),
+    ("acquire", (False,), {}),
+    ("_is_owned", (), {}),
+    ("release", (), {}),
+    ("release", (), {}),
+    ("_is_owned", (), {}),
+    ("release", (), {}),
+    ("acquire", (False,), {"timeout": 1}),
+]
+
+
+def _outcomes(lock: Any, calls: List[Any]) -> List[Any]:
+    results: List[Any] = []
+    for name, args, kwargs in calls:
+        try:
+            results.append(getattr(lock, name)(*args, **kwargs))
+        except (RuntimeError, ValueError) as exc:
+            results.append(type(exc).__name__)
+    return results
+
+
+def test_lock_and_rlock_calls_match_the_standard_library(patched):
+    import _thread
+
+    expected = (_outcomes(_thread.allocate_lock(), CALLS),
+                _outcomes(_thread.RLock(), RCALLS))
+    assert "RuntimeError" in expected[0] and "ValueError" in expected[0]
+    got = run_hub(lambda hub: (_outcomes(threading.Lock(), CALLS),
+                               _outcomes(threading.RLock(), RCALLS)))
+    assert got == expected
+    assert (_outcomes(threading.Lock(), CALLS), _outcomes(threading.RLock(), RCALLS)) == expected
+
+
+def test_rlock_release_by_another_greenlet_or_thread_raises(patched):
+    rlock = threading.RLock()
+    errors: List[str] = []
+
+    def other() -> None:
+        try:
+            rlock.release()
+        except RuntimeError:
+            errors.append("refused")
+
+    def main(hub: Any) -> None:
+        rlock.acquire()
+        greenserve.spawn(other).join(5)  # another greenlet of the same thread
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join(5)  # brief: the thread only fails to release
+        rlock.release()
+
+    run_hub(main)
+    assert errors == ["refused", "refused"]

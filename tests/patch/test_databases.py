@@ -290,3 +290,35 @@ def test_psycopg_3_server_side_cursor_and_notifies_are_cooperative(patched, post
             sender.execute("SELECT pg_notify(%s, %s)", (f"channel{i}", f"hi {i}"))
 
     assert overlapped(operation) == [(5000 * 5001 // 2, [f"hi {i}"]) for i in range(TASKS)]
+
+
+# -- a pool smaller than the load ----------------------------------------------------------------
+
+
+def test_sqlalchemy_pool_of_five_serves_a_hundred_requests_in_turn(patched, postgres, serve):
+    """QueuePool waits on a threading.Condition for a free connection: unpatched, the first
+    request that waits there while another request of the same thread holds a connection
+    stops the hub for good (a deadlock); patched, it waits its turn on the hub."""
+    sqlalchemy = pytest.importorskip("sqlalchemy")
+    engine = sqlalchemy.create_engine(
+        f"postgresql+psycopg2://postgres@127.0.0.1:{postgres.port}/postgres",
+        pool_size=5, max_overflow=0, pool_timeout=30)
+    query = sqlalchemy.text("SELECT pg_sleep(:delay), pg_backend_pid()")
+
+    def app(environ: Any, start_response: Any) -> List[bytes]:
+        with engine.connect() as conn:
+            pid = conn.execute(query, {"delay": DELAY}).one()[1]
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [str(pid).encode()]
+
+    server = serve(app)
+    try:
+        elapsed, answers = concurrently(lambda i: requests.get(server.url, timeout=30), 100)
+        assert [a.status_code for a in answers] == [200] * 100
+        assert len({a.text for a in answers}) == 5  # five server backends served them all
+        # 100 queries five at a time: 20 turns of 0.1 s; one at a time it would be 10 s
+        assert 100 * DELAY / 5 <= elapsed < 5, f"took {elapsed:.2f} s"
+        assert engine.pool.checkedout() == 0 and engine.pool.checkedin() == 5
+        assert server.statistics()["blocked_loop_incidents"] == 0
+    finally:
+        engine.dispose()

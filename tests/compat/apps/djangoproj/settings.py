@@ -58,6 +58,19 @@ DATABASES = {
         "NAME": DATA / "db.sqlite3",
     }
 }
+if os.environ.get("DJANGOPROJ_PG_PORT"):  # PostgreSQL instead, as a deployment would say
+    DATABASES["default"] = {
+        "ENGINE": "django.db.backends.postgresql",
+        "HOST": "127.0.0.1",
+        "PORT": os.environ["DJANGOPROJ_PG_PORT"],
+        "NAME": os.environ["DJANGOPROJ_PG_NAME"],
+        "USER": "postgres",
+        "CONN_MAX_AGE": 0,  # Django's default: a connection per request
+        "CONN_HEALTH_CHECKS": True,
+    }
+    if os.environ.get("DJANGOPROJ_PG_POOL"):  # Django >= 5.1 with psycopg 3: a pool instead
+        DATABASES["default"]["OPTIONS"] = {"pool": {"min_size": 2, "max_size": 40,
+                                                    "timeout": 30}}
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

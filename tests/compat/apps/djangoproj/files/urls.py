@@ -6,4 +6,5 @@ urlpatterns = [
     path("upload/", views.upload, name="upload"),
     path("stream/", views.stream, name="stream"),
     path("files/<str:name>", views.download, name="download"),
+    path("queries/", views.queries, name="queries"),
 ]

@@ -1,6 +1,9 @@
 import hashlib
 
+from django.contrib.auth.models import User
+from django.contrib.sessions.models import Session
 from django.core.files.storage import default_storage
+from django.db import connection
 from django.http import FileResponse, Http404, JsonResponse, StreamingHttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_safe
@@ -48,3 +51,19 @@ def download(request, name):
     if not default_storage.exists(name):
         raise Http404(name)
     return FileResponse(default_storage.open(name, "rb"), content_type="application/octet-stream")
+
+
+@require_safe
+def queries(request):
+    """Three queries, as a page of an app makes them; on PostgreSQL the second one waits
+    ``?wait=`` seconds in the server, as a slow query would."""
+    users = User.objects.count()
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT pg_sleep(%s), pg_backend_pid()", [float(request.GET.get("wait", 0))])
+            backend = cursor.fetchone()[1]
+        else:
+            cursor.execute("SELECT 1")
+            backend = None
+    sessions = Session.objects.count()
+    return JsonResponse({"users": users, "sessions": sessions, "backend": backend})
