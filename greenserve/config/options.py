@@ -262,7 +262,8 @@ class Config:
         check=_not_negative, metavar="SECONDS")
     patch: bool = option(
         False, "make the standard library's blocking calls (socket, ssl, time.sleep, select, "
-        "threading.local, locks and queues) cooperative, before the app is imported",
+        "threading.local, locks and queues) and the PostgreSQL drivers cooperative, before the "
+        "app is imported",
         parse=parse_bool, metavar="")
     log_level: str = option("info", "error log level: " + ", ".join(LOG_LEVELS),
                             check=_log_level, metavar="LEVEL")
