@@ -10,28 +10,25 @@ and not PostgreSQL forking 200 backends on a 2-core machine."""
 
 from __future__ import annotations
 
-import concurrent.futures
 import io
 import queue
-import threading
 import time
 from typing import Any, Callable, Iterator, List, Tuple
 
 import pytest
-import requests
 
 import greenserve
 from greenserve import patch
 
+from burst import burst
 from conftest import run_hub
 
 ROUND = 200  # concurrent requests, each waiting DELAY in the database
 DELAY = 0.1
-# Seconds for the whole round, one at a time: ROUND * DELAY = 20 s. Together it takes 0.4 to
-# 0.8 s on a quiet 2-core machine, most of it the 200 client threads of this process starting
-# and fighting the server's thread for the GIL; the bound leaves room for a loaded machine,
-# and the peak of queries in flight at once proves the overlap whatever the machine's speed.
-LIMIT = 2.0
+# Seconds for the whole round; one at a time it takes ROUND * DELAY = 20 s. The bound leaves
+# room for a loaded machine; the peak of queries in flight at once proves the overlap whatever
+# the machine's speed.
+LIMIT = 1.0  # the figure the feature promises: 200 queries of 0.1 s in under a second
 
 
 @pytest.fixture
@@ -41,23 +38,6 @@ def patched() -> Iterator[None]:
         yield
     finally:
         patch.undo()
-
-
-def concurrently(fetch: Callable[[int], Any], n: int) -> Tuple[float, List[Any]]:
-    """Run fetch(0..n-1) from n client threads, released together once all have started.
-    Returns (seconds from the release to the last answer, results)."""
-    ready = threading.Barrier(n + 1)
-
-    def client(i: int) -> Any:
-        ready.wait(30)
-        return fetch(i)
-
-    with concurrent.futures.ThreadPoolExecutor(n) as pool:
-        futures = [pool.submit(client, i) for i in range(n)]
-        ready.wait(30)
-        start = time.monotonic()
-        results = [future.result() for future in futures]
-        return time.monotonic() - start, results
 
 
 class Pool:
@@ -113,18 +93,18 @@ def query_app(pool: Pool, run: Callable[[Any], Any]) -> Callable[..., Any]:
 
 def two_rounds(server: Any, pool: Pool) -> float:
     """One round that opens connections as it goes, one timed; returns the timed round's
-    seconds. Between them the pool is topped up to one connection per request."""
-    fetch = lambda i: requests.get(server.url, timeout=30)  # noqa: E731
-    elapsed, answers = concurrently(fetch, ROUND)
-    assert [a.status_code for a in answers] == [200] * ROUND, answers[0].text
+    seconds. Between them the pool is topped up to one connection per request. The clients
+    run in a process of their own (tests/burst.py)."""
+    elapsed, answers = burst(server.url, ROUND)
+    assert [status for status, _ in answers] == [200] * ROUND, answers[:3]
     # Connecting blocked the hub, if each request found the connection the one before returned.
     assert pool.made > ROUND // 4, f"{pool.made} connections: the connects did not overlap"
     while pool.made < ROUND:
         pool.made += 1
         pool.give(pool.connect())
     pool.in_flight.peak = 0
-    elapsed, answers = concurrently(fetch, ROUND)
-    assert [a.status_code for a in answers] == [200] * ROUND, answers[0].text
+    elapsed, answers = burst(server.url, ROUND)
+    assert [status for status, _ in answers] == [200] * ROUND, answers[:3]
     return elapsed
 
 
@@ -346,9 +326,9 @@ def test_sqlalchemy_pool_of_five_serves_a_hundred_requests_in_turn(patched, post
 
     server = serve(app)
     try:
-        elapsed, answers = concurrently(lambda i: requests.get(server.url, timeout=30), 100)
-        assert [a.status_code for a in answers] == [200] * 100
-        assert len({a.text for a in answers}) == 5  # five server backends served them all
+        elapsed, answers = burst(server.url, 100)
+        assert [status for status, _ in answers] == [200] * 100
+        assert len({text for _, text in answers}) == 5  # five server backends served them all
         # 100 queries five at a time: 20 turns of 0.1 s; one at a time it would be 10 s
         assert 100 * DELAY / 5 <= elapsed < 5, f"took {elapsed:.2f} s"
         assert engine.pool.checkedout() == 0 and engine.pool.checkedin() == 5

@@ -28,6 +28,7 @@ from greenserve import patch
 from greenserve.patch import coselect as patch_select
 from greenserve.patch.cosocket import CoopSocket
 
+from burst import burst
 from conftest import run_hub, serving_in_thread, wait_until
 
 DELAY = 0.1  # the upstream's answer time
@@ -196,9 +197,8 @@ def test_http_clients_of_a_slow_upstream_run_concurrently(patched, http_upstream
         return [answer]
 
     server = serve(app)
-    elapsed, bodies = concurrently(
-        lambda i: requests.get(server.url, params=str(i), timeout=20).content, 200)
-    assert bodies == [b"upstream /%d" % i for i in range(200)]
+    elapsed, answers = burst(server.url + "?{i}", 200)
+    assert answers == [(200, "upstream /%d" % i) for i in range(200)]
     assert elapsed < 2.0, f"200 requests took {elapsed:.2f} s (one at a time: 20 s)"
 
 
@@ -218,9 +218,8 @@ def test_redis_calls_run_concurrently(patched, redis_port, serve):
 
     server = serve(app)
     try:
-        elapsed, bodies = concurrently(
-            lambda i: requests.get(server.url, timeout=20).content, 200)
-        assert sorted(int(b) for b in bodies) == list(range(1, 201))
+        elapsed, answers = burst(server.url, 200)
+        assert sorted(int(text) for _, text in answers) == list(range(1, 201))
         assert elapsed < 2.0, f"200 requests took {elapsed:.2f} s (one at a time: 20 s)"
     finally:
         client.close()
@@ -242,9 +241,9 @@ def test_tls_to_a_slow_upstream_runs_concurrently(patched, https_upstream, certi
         return [body + b" " + tls.encode()]
 
     server = serve(app)
-    elapsed, bodies = concurrently(
-        lambda i: requests.get(server.url, params=str(i), timeout=20).content, 50)
-    assert all(b.startswith(b"upstream /%d TLSv1." % i) for i, b in enumerate(bodies)), bodies[:3]
+    elapsed, answers = burst(server.url + "?{i}", 50)
+    assert all(text.startswith("upstream /%d TLSv1." % i) for i, (_, text) in enumerate(answers)), (
+        answers[:3])
     assert elapsed < 2.0, f"50 TLS requests took {elapsed:.2f} s (one at a time: 5 s)"
     # and a plain thread still speaks TLS through the patched classes
     with socket.create_connection(("127.0.0.1", https_upstream), timeout=10) as raw:
@@ -264,8 +263,8 @@ def sleepy(environ, start_response):
 
 def test_time_sleep_in_100_requests_overlaps_with_the_patch(patched, serve):
     server = serve(sleepy)
-    elapsed, bodies = concurrently(lambda i: requests.get(server.url, timeout=20).content, 100)
-    assert bodies == [b"rested"] * 100
+    elapsed, answers = burst(server.url, 100)
+    assert answers == [(200, "rested")] * 100
     assert elapsed < 1.0, f"100 x time.sleep(0.1) took {elapsed:.2f} s"
 
 
