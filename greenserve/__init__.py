@@ -6,13 +6,17 @@ the cooperative runtime ``sleep``, ``spawn`` (a ``Task``), ``Event``, ``Queue``,
 applied on import.
 """
 
-from . import patch  # noqa: F401  (greenserve.patch.apply(): never applied on import)
-from ._version import __version__
-from .config.options import Config
-from .errors import ConfigError, GreenserveError, TaskKilled
-from .loop.tasks import Event, Queue, Task, Timeout, sleep, spawn
-from .serving.server import Server, serve
-from .loop.threadpool import run_in_thread
+from . import _build
+
+_build.select()  # first: which build's modules the imports below load (see _build.py)
+
+from . import patch  # noqa: E402,F401  (greenserve.patch.apply(): never applied on import)
+from ._version import __version__  # noqa: E402
+from .config.options import Config  # noqa: E402
+from .errors import ConfigError, GreenserveError, TaskKilled  # noqa: E402
+from .loop.tasks import Event, Queue, Task, Timeout, sleep, spawn  # noqa: E402
+from .serving.server import Server, serve  # noqa: E402
+from .loop.threadpool import run_in_thread  # noqa: E402
 
 __all__ = [
     "serve", "Server", "Config", "ConfigError", "GreenserveError", "__version__",

@@ -17,8 +17,9 @@ import sys
 from typing import Any, Callable, Dict, Mapping, NoReturn, Optional, Sequence, Tuple
 
 from .patch import apply as apply_patch
+from . import _build
 from ._version import __version__
-from .config.options import ENV_PREFIX, Config, Setting, env_name, flag_name
+from .config.options import ENV_NOT_SETTINGS, ENV_PREFIX, Config, Setting, env_name, flag_name
 from .config.file import read_config_file, render_toml
 from .errors import AppImportError, ConfigError
 from .observe.logs import configure_logging
@@ -43,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("app", metavar="MODULE:APP", nargs="?",
                         help="the WSGI app, e.g. myproject.wsgi:application, or "
                         "module:create_app() for a factory")
-    parser.add_argument("--version", action="version", version=f"greenserve {__version__}")
+    parser.add_argument("--version", action="version",
+                        version=f"greenserve {__version__}, {_build.describe()}")
     parser.add_argument("--config", metavar="FILE", dest="config_file",
                         help="a TOML file of options (keys as in --print-config)")
     parser.add_argument("--print-config", action="store_true",
@@ -79,7 +81,7 @@ def config_and_origins(args: argparse.Namespace, environ: Mapping[str, str]
     from_file = read_config_file(args.config_file) if args.config_file else {}
     from_env: Dict[str, Setting] = {}
     for key, text in environ.items():
-        if not key.startswith(ENV_PREFIX):
+        if not key.startswith(ENV_PREFIX) or key in ENV_NOT_SETTINGS:
             continue
         name = key[len(ENV_PREFIX):].lower()
         if name not in names:

@@ -21,6 +21,8 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 from ..errors import ConfigError
 
 ENV_PREFIX = "GREENSERVE_"
+# Variables of ours that are not server settings: which build to import (greenserve/_build.py)
+ENV_NOT_SETTINGS = frozenset({"GREENSERVE_PURE"})
 _SIZE = re.compile(r"\s*([0-9]+)\s*([kmg]i?b?|b)?\s*", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
