@@ -171,8 +171,9 @@ class Upgrade:
         except OSError:
             ws.abort()
             return ws
-        if trailing:
+        if trailing:  # frames the client sent right behind its handshake
             ws.framer.receive_data(trailing)
+            ws._handle_events()
         return ws
 
     def _use_raw(self, raw: RawSocket, status: int) -> None:
