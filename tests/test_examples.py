@@ -44,3 +44,23 @@ def test_flask_example(serve):
     assert requests.get(server.url + "/", timeout=5).text.startswith("Hello from Flask")
     resp = requests.post(server.url + "/echo", json={"a": [1, 2]}, timeout=5)
     assert resp.json() == {"received": {"a": [1, 2]}, "length": len(json.dumps({"a": [1, 2]}))}
+
+
+def test_chat_broadcasts_to_every_client(serve):
+    from websockets.sync.client import connect
+
+    from conftest import wait_until
+    from examples import chat
+
+    server = serve(chat.app, validate=False)
+    assert "new WebSocket" in requests.get(server.url + "/", timeout=5).text
+    url = server.url.replace("http://", "ws://") + "/chat"
+    with connect(url) as alice, connect(url) as bob, connect(url) as carol:
+        assert wait_until(lambda: len(chat.room) == 3)
+        alice.send("hello, room")
+        assert [c.recv(timeout=5) for c in (alice, bob, carol)] == ["hello, room"] * 3
+        bob.close()
+        assert wait_until(lambda: len(chat.room) == 2)
+        carol.send("bob left")
+        assert alice.recv(timeout=5) == "bob left" and carol.recv(timeout=5) == "bob left"
+    assert wait_until(lambda: not chat.room)
