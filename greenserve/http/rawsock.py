@@ -143,6 +143,6 @@ class RawSocket:
         with self._lock:
             self._dead = True
             try:
-                self._sock.shutdown(socket.SHUT_RDWR)
+                socket.socket.shutdown(self._sock, socket.SHUT_RDWR)  # (TLS: not unwrapped)
             except OSError:
                 pass

@@ -272,7 +272,8 @@ def offer_upgrade(host: UpgradeHost, environ: Dict[str, Any]) -> Optional[Upgrad
     environ[ENVIRON_KEY] = upgrade
     if handshake_problem(environ) is None:
         environ["wsgi.websocket"] = GeventWebSocket(upgrade)
-        if origin_allowed(environ, host.server.config.websocket_origins):
+        if (type(host.gsock) is GreenSocket  # the raw TCP socket: not over TLS
+                and origin_allowed(environ, host.server.config.websocket_origins)):
             raw = RawSocket(host.gsock.sock, host.server.hub)
             raw.on_first_use = lambda status: upgrade._use_raw(raw, status)
             environ["gunicorn.socket"] = raw

@@ -143,7 +143,8 @@ class WebSocket:
         """Drop the connection now, without a close handshake: a greenlet blocked reading it
         wakes with end of input. Never switches."""
         try:
-            self.gsock.sock.shutdown(socket.SHUT_RDWR)
+            # The kernel socket's own shutdown: a TLS socket's would unwrap it under later reads.
+            socket.socket.shutdown(self.gsock.sock, socket.SHUT_RDWR)
         except OSError:
             pass
         self._finish(code)

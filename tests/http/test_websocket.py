@@ -245,3 +245,29 @@ def test_the_public_names():
     assert greenserve.websocket.accept is gw.accept
     with pytest.raises(gw.WebSocketError):
         gw.accept({"REQUEST_METHOD": "GET"})
+
+
+def test_websockets_over_tls(serve, tls_files):
+    import ssl
+
+    server = serve(echo_app, validate=False, certfile=tls_files.cert, keyfile=tls_files.key)
+    context = ssl.create_default_context(cafile=tls_files.ca)
+    url = server.url.replace("https://", "wss://") + "/ws"
+    with connect(url, ssl=context) as client:
+        client.send("secret")
+        assert client.recv(timeout=5) == "secret"
+        client.send(b"x" * 200_000)
+        assert client.recv(timeout=5) == b"x" * 200_000
+
+
+def test_request_timeout_does_not_cut_a_websocket(serve):
+    def app(environ, start_response):
+        ws = gw.accept(environ)
+        greenserve.sleep(0.4)
+        ws.send("outlived request_timeout")
+        ws.receive()
+        return []
+
+    server = serve(app, validate=False, request_timeout=0.1)
+    with connect(ws_url(server)) as client:
+        assert client.recv(timeout=5) == "outlived request_timeout"
