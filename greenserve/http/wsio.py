@@ -30,9 +30,9 @@ from wsproto.events import (
 )
 from wsproto.utilities import LocalProtocolError as FramingError
 
-from ..errors import WebSocketClosed
+from ..errors import WebSocketClosed, WebSocketError
 from ..loop.gsocket import GreenSocket
-from ..loop.hub import Hub, Parking
+from ..loop.hub import Hub, Parking, waitable_hub
 from ..loop.tasks import Event as Flag
 
 RECV_SIZE = 65536
@@ -149,6 +149,11 @@ class WebSocket:
             pass
         self._finish(code)
 
+    def _check_caller(self) -> None:
+        if waitable_hub() is not self.hub:
+            raise WebSocketError("a WebSocket is used from its server's greenlets only (in a "
+                                 "thread, hand messages over with a queue)")
+
     # -- receiving --------------------------------------------------------------------------
 
     def receive(self, timeout: Optional[float] = None) -> Optional[Data]:
@@ -156,6 +161,7 @@ class WebSocket:
         May switch. Raises TimeoutError if ``timeout`` seconds pass with no message."""
         if self._messages:
             return self._messages.popleft()
+        self._check_caller()
         deadline = None if timeout is None else self.hub.time() + timeout
         with self._reading:
             while not self._messages:
@@ -255,9 +261,11 @@ class WebSocket:
 
     def send(self, data: Data) -> None:
         """Send one message: text for str, binary for bytes (bytearray, memoryview). May
-        switch. Raises WebSocketClosed once the WebSocket is closing or closed."""
+        switch. Raises WebSocketClosed once the WebSocket is closing or closed, WebSocketError
+        outside the server's greenlets (another thread)."""
         if self.closed or self.framer.state is not ConnectionState.OPEN:
             raise WebSocketClosed(self.close_code or NORMAL, self.close_reason)
+        self._check_caller()
         if isinstance(data, str):
             event: Event = TextMessage(data)
         else:
@@ -295,6 +303,7 @@ class WebSocket:
         does nothing. May switch."""
         if self.closed:
             return
+        self._check_caller()
         if self.framer.state is ConnectionState.OPEN:
             self._send_event(CloseConnection(code, reason))
         deadline = self.hub.time() + self.settings.close_timeout

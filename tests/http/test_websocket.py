@@ -271,3 +271,27 @@ def test_request_timeout_does_not_cut_a_websocket(serve):
     server = serve(app, validate=False, request_timeout=0.1)
     with connect(ws_url(server)) as client:
         assert client.recv(timeout=5) == "outlived request_timeout"
+
+
+def test_a_websocket_refuses_a_foreign_thread(serve):
+    errors: List[Any] = []
+
+    def app(environ, start_response):
+        ws = gw.accept(environ)
+
+        def from_a_thread():
+            try:
+                ws.send("from a thread")
+            except gw.WebSocketError as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=from_a_thread)
+        thread.start()
+        greenserve.run_in_thread(thread.join)
+        ws.send("refused" if errors else "sent from a thread?")
+        ws.receive()
+        return []
+
+    server = serve(app, validate=False)
+    with connect(ws_url(server)) as client:
+        assert client.recv(timeout=5) == "refused"
