@@ -49,12 +49,14 @@ class RawSocket:
         self._used = False
         self._lock = _thread.allocate_lock()
         self._dead = False
-        self.done = Flag()  # set when the library calls close()
+        self.done: Optional[Flag] = None  # made when the library takes the socket, set when
+        # it calls close()
         self.family, self.type = sock.family, sock.type
 
     def _claim(self, data: bytes = b"") -> None:
         if not self._used:
             self._used = True
+            self.done = Flag()
             status = int(data[9:12]) if data[:9] == b"HTTP/1.1 " and data[9:12].isdigit() else 0
             self.on_first_use(status)
             if not getattr(threading.Lock, "__module__", "").startswith("greenserve") and not _warned[0]:
@@ -127,7 +129,8 @@ class RawSocket:
 
     def close(self) -> None:
         """The library is done with the connection; the server closes it. Never blocks."""
-        self.done.set()  # (safe from any thread)
+        if self.done is not None:
+            self.done.set()  # (safe from any thread)
 
     def going_away(self) -> None:
         """Server stop: send a close frame (1001) to the client, whose answer ends the

@@ -297,7 +297,7 @@ def end_session(upgrade: Upgrade, exc: Optional[BaseException]) -> None:
             ws.close(NORMAL if exc is None or isinstance(exc, StopIteration) else INTERNAL)
     raw = upgrade.raw
     if raw is not None:
-        if not isinstance(exc, Cancelled):
+        if not isinstance(exc, Cancelled) and raw.done is not None:
             raw.done.wait(server.config.websocket_close_timeout)
         raw.kill()
         if upgrade.status == 101:

@@ -62,27 +62,31 @@ class Settings:
 
 
 class GreenLock:
-    """A lock between greenlets of one hub (first come, first served). Not reentrant."""
+    """A lock between greenlets of one hub (first come, first served). Not reentrant. Its
+    line of waiters is made at the first contention: most WebSockets never have one."""
 
     __slots__ = ("hub", "held", "waiters")
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
         self.held = False
-        self.waiters: Deque[Parking] = collections.deque()
+        self.waiters: Optional[Deque[Parking]] = None
 
     def acquire(self) -> None:
         """May switch (while another greenlet holds it)."""
         if not self.held and not self.waiters:
             self.held = True
             return
+        waiters = self.waiters
+        if waiters is None:
+            waiters = self.waiters = collections.deque()
         spot = self.hub.parking()
-        self.waiters.append(spot)
+        waiters.append(spot)
         try:
             self.hub.park(spot)
         except BaseException:
-            if spot in self.waiters:
-                self.waiters.remove(spot)
+            if spot in waiters:
+                waiters.remove(spot)
             else:  # handed over to us just as we were cancelled: pass it on
                 self.release()
             raise
@@ -115,12 +119,12 @@ class WebSocket:
         self.subprotocol = subprotocol
         self.close_code: Optional[int] = None
         self.close_reason = ""
-        self._messages: Deque[Data] = collections.deque()
+        self._messages: List[Data] = []  # received, not yet returned (rarely more than one)
         self._parts: List[Any] = []
         self._size = 0
         self._reading = GreenLock(self.hub)
         self._sending = GreenLock(self.hub)
-        self._done = Flag()
+        self._done: Optional[Flag] = None  # made when a close() waits for another reader
         self._heard = self.hub.time()  # when the client last sent anything
         self._pinged = 0.0  # when our unanswered keepalive ping went out (0: none)
 
@@ -136,7 +140,8 @@ class WebSocket:
         """The WebSocket is over (no more I/O). Never switches."""
         if self.close_code is None:
             self.close_code, self.close_reason = code, reason
-            self._done.set()
+            if self._done is not None:
+                self._done.set()
             self.port.websocket_closed(self)
 
     def abort(self, code: int = ABNORMAL) -> None:
@@ -160,7 +165,7 @@ class WebSocket:
         """The next message: str (text) or bytes (binary); None once the WebSocket is closed.
         May switch. Raises TimeoutError if ``timeout`` seconds pass with no message."""
         if self._messages:
-            return self._messages.popleft()
+            return self._messages.pop(0)
         self._check_caller()
         deadline = None if timeout is None else self.hub.time() + timeout
         with self._reading:
@@ -168,7 +173,7 @@ class WebSocket:
                 if self.closed:
                     return None
                 self._read_some(deadline, keepalive=True)
-            return self._messages.popleft()
+            return self._messages.pop(0)
 
     def __iter__(self) -> Iterator[Data]:
         """The messages until the WebSocket closes. May switch."""
@@ -315,6 +320,8 @@ class WebSocket:
                     except TimeoutError:
                         break
         else:  # another greenlet is in receive(): it will read the answer
+            if self._done is None:
+                self._done = Flag()
             self._done.wait(max(0.0, deadline - self.hub.time()))
         if not self.closed:
             self.abort()

@@ -210,16 +210,20 @@ def test_metrics_count_websockets(serve):
     import requests
     from prometheus_client.parser import text_string_to_metric_families
 
+    def scrape() -> Dict[str, float]:
+        text = requests.get(server.server.metrics_url, timeout=5).text
+        return {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples}
+
+    expected = {"greenserve_websockets_open": 1, "greenserve_websockets_total": 1,
+                "greenserve_websocket_messages_received_total": 1,
+                "greenserve_websocket_messages_sent_total": 1}
     server = serve(echo_app, validate=False, metrics_bind="127.0.0.1:0")
     with connect(ws_url(server)) as client:
         client.send("one")
         client.recv(timeout=5)
-        text = requests.get(server.server.metrics_url, timeout=5).text
-    values = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples}
-    assert values["greenserve_websockets_open"] == 1
-    assert values["greenserve_websockets_total"] == 1
-    assert values["greenserve_websocket_messages_received_total"] == 1
-    assert values["greenserve_websocket_messages_sent_total"] == 1
+        # (the echo can reach the client before the server has counted it as sent)
+        assert wait_until(lambda: {k: scrape()[k] for k in expected} == expected), scrape()
+    assert wait_until(lambda: scrape()["greenserve_websockets_open"] == 0)
 
 
 def test_graceful_stop_closes_every_websocket_with_1001():
