@@ -88,15 +88,18 @@ class MetricsSlot:
         self.cells[IN_FLIGHT] += 1
 
     def request_finished(self, status: int, seconds: float) -> None:
-        """A request the app handled: its status (0 if none was sent) and its duration."""
+        """A request the app handled: its status (0 if none was sent) and its duration. A
+        WebSocket session (101) is counted by status but kept out of the duration histogram,
+        which it would drown (it lasts as long as the client stays)."""
         cells = self.cells
         cells[IN_FLIGHT] -= 1
         if 100 <= status < 600:
             cells[_STATUS0 - 100 + status] += 1
         else:
             cells[ABORTED] += 1
-        cells[_BUCKET0 + bisect.bisect_left(BUCKETS, seconds)] += 1
-        cells[DURATION_SUM_US] += int(seconds * 1e6)
+        if status != 101:
+            cells[_BUCKET0 + bisect.bisect_left(BUCKETS, seconds)] += 1
+            cells[DURATION_SUM_US] += int(seconds * 1e6)
 
     def protocol_error(self, status: int) -> None:
         """A request refused before the app saw it (400, 408, 413, 414, 431...)."""

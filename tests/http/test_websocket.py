@@ -215,6 +215,7 @@ def test_metrics_count_websockets(serve):
         return {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples}
 
     expected = {"greenserve_websockets_open": 1, "greenserve_websockets_total": 1,
+                "greenserve_request_duration_seconds_count": 0,
                 "greenserve_websocket_messages_received_total": 1,
                 "greenserve_websocket_messages_sent_total": 1}
     server = serve(echo_app, validate=False, metrics_bind="127.0.0.1:0")
@@ -224,6 +225,9 @@ def test_metrics_count_websockets(serve):
         # (the echo can reach the client before the server has counted it as sent)
         assert wait_until(lambda: {k: scrape()[k] for k in expected} == expected), scrape()
     assert wait_until(lambda: scrape()["greenserve_websockets_open"] == 0)
+    final = scrape()  # the session counts as a 101, outside the request duration histogram
+    assert final["greenserve_request_duration_seconds_count"] == 0
+    assert final["greenserve_requests_total"] == 1
 
 
 def test_graceful_stop_closes_every_websocket_with_1001():
