@@ -15,7 +15,8 @@ Strategy:
   checked inputs: the accept token, a subprotocol the client offered (a token), the deflate
   parameters wsproto agreed.
 - A bad handshake is answered by ``accept``: 400 (426 with ``Sec-WebSocket-Version: 13`` for a
-  version other than 13, RFC 6455 4.2.2), 403 for an Origin not in ``websocket_origins``; then
+  version other than 13, RFC 6455 4.2.2), 403 for an Origin not in ``websocket_origins``, 503
+  while the server drains; then
   ``HandshakeError`` is raised into the app, and the connection closes after it.
 """
 
@@ -37,7 +38,8 @@ log = logging.getLogger("greenserve.error")
 
 ENVIRON_KEY = "greenserve.websocket"
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_REASONS = {400: b"Bad Request", 403: b"Forbidden", 426: b"Upgrade Required"}
+_REASONS = {400: b"Bad Request", 403: b"Forbidden", 426: b"Upgrade Required",
+            503: b"Service Unavailable"}
 
 
 class UpgradeHost(Protocol):
@@ -129,6 +131,8 @@ class Upgrade:
         problem = handshake_problem(self.environ)
         if problem is None and not origin_allowed(self.environ, server.config.websocket_origins):
             problem = 403, "Origin not allowed"
+        if problem is None and server.draining:  # it would be closed with 1001 at once
+            problem = 503, "the server is shutting down"
         if problem is not None:
             self._refuse(*problem)
         if subprotocol is not None and (subprotocol not in self.subprotocols

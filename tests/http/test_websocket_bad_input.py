@@ -164,3 +164,24 @@ def test_an_abrupt_disconnect_ends_the_session(serve):
 
     assert wait_until(lambda: server.statistics()["websockets_open"] == 0)
     assert server.statistics()["connections_open"] == 0
+
+
+def test_a_handshake_while_the_server_stops_gets_503():
+    import socket
+    import threading
+
+    from conftest import wait_until
+    from greenserve.testing import running_server
+
+    with running_server(app, grace=5) as server:
+        idle = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        idle.sendall(b"GET /plain HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert idle.recv(4096).startswith(b"HTTP/1.1 200")
+        stopper = threading.Thread(target=server.server.stop, args=(5,))
+        stopper.start()
+        assert wait_until(lambda: server.server.draining, timeout=5)
+        idle.sendall(handshake())  # on the kept-alive connection, within the drain's quiet time
+        answer = idle.recv(4096)
+        idle.close()
+        stopper.join(10)
+    assert answer.startswith(b"HTTP/1.1 503"), answer
