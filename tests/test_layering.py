@@ -158,7 +158,7 @@ FLOORS = [
     ("greenserve.config", 0), ("greenserve.process", 6),
 ]
 FACES = {"greenserve", "greenserve.__main__", "greenserve.cli", "greenserve.testing",
-         "greenserve.targetapp", "greenserve.worker"}
+         "greenserve.targetapp", "greenserve.worker", "greenserve.websocket"}
 
 
 def floor(name: str) -> int:
