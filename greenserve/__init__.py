@@ -3,7 +3,7 @@
 Public API: ``serve``, ``Server``, ``Config``, ``ConfigError``, ``__version__``; for app code,
 the cooperative runtime ``sleep``, ``spawn`` (a ``Task``), ``Event``, ``Queue``, ``Timeout`` and
 ``run_in_thread``. ``greenserve.patch`` makes the standard library cooperative; it is never
-applied on import.
+applied on import. ``greenserve.websocket`` accepts WebSockets (``accept(environ)``).
 """
 
 from . import _build

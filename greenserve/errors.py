@@ -69,3 +69,28 @@ class RequestTimedOut(Cancelled):
 
 class TaskKilled(GreenserveError):
     """Raised by ``join()`` of a task that was killed before it finished."""
+
+
+class WebSocketError(GreenserveError):
+    """A WebSocket could not be used as asked (accepted twice, a subprotocol the client did
+    not offer, called from outside its server's hub)."""
+
+
+class HandshakeError(WebSocketError):
+    """The request is not a valid WebSocket opening handshake (RFC 6455 4.2.1), or its Origin
+    is not allowed: the server has answered it with ``status`` (400, 403 or 426) and the
+    connection closes; whatever the app returns afterwards is not sent."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class WebSocketClosed(WebSocketError, ConnectionError):
+    """A message was sent on a WebSocket that is closed (or closing). ``code`` is the close
+    code (1006: the connection was lost without a close frame)."""
+
+    def __init__(self, code: int, reason: str = "") -> None:
+        super().__init__(f"the WebSocket is closed (code {code}{': ' + reason if reason else ''})")
+        self.code = code
+        self.reason = reason

@@ -6,6 +6,7 @@ only), so it runs under any WSGI server; it uses two optional environ keys when 
 - ``greenserve.sleep(seconds)``: a cooperative sleep. Without it (another server) the waits of
   /delay and /stream fall back to ``time.sleep``, which blocks a single-threaded server whole.
 - ``greenserve.statistics()``: the server's counters, shown by /stats.
+- ``wsgi.websocket`` (gevent-websocket's convention, which greenserve follows): /ws.
 
 Endpoints (any method; numbers are plain decimal digits):
 
@@ -27,6 +28,8 @@ Endpoints (any method; numbers are plain decimal digits):
                       ``{"bytes": n, "sha256": "<hex>"}``.
 ``/cpu/<ms>``         burns CPU in a busy loop for ``ms`` milliseconds (0..10000); on a
                       single-threaded server this holds up every other request meanwhile.
+``/ws``               a WebSocket that echoes every message (400 without a valid handshake,
+                      or on a server that offers no ``wsgi.websocket``).
 ``/stats``            JSON of ``greenserve.statistics()`` plus ``"available": true``, or
                       ``{"available": false}`` when the server offers no statistics.
 
@@ -220,6 +223,19 @@ def stats(environ: Environ, args: List[str]) -> Response:
     return as_json({"available": True, **statistics()})
 
 
+def no_websocket(environ: Environ, args: List[str]) -> Response:
+    raise BadRequest("/ws needs a WebSocket handshake (and a server with wsgi.websocket)")
+
+
+def websocket_echo(ws: Any) -> Iterable[bytes]:
+    """Echo every message until the client closes."""
+    while True:
+        message = ws.receive()
+        if message is None:
+            return []
+        ws.send(message)
+
+
 # first path segment -> (handler, the names of the segments it takes after it)
 ROUTES: Dict[str, Tuple[Handler, Tuple[str, ...]]] = {
     "": (hello, ()),
@@ -232,6 +248,7 @@ ROUTES: Dict[str, Tuple[Handler, Tuple[str, ...]]] = {
     "upload": (upload, ()),
     "cpu": (cpu, ("ms",)),
     "stats": (stats, ()),
+    "ws": (no_websocket, ()),
 }
 
 
@@ -250,6 +267,8 @@ def route(environ: Environ) -> Response:
 
 def app(environ: Environ, start_response: Callable[..., Any]) -> Iterable[bytes]:
     """The WSGI entry point."""
+    if environ.get("wsgi.websocket") is not None and environ.get("PATH_INFO") == "/ws":
+        return websocket_echo(environ["wsgi.websocket"])
     try:
         code, headers, body = route(environ)
     except NotFound as exc:

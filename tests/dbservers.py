@@ -13,6 +13,7 @@ import glob
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -44,8 +45,10 @@ class DatabaseServer:
     """One running server: ``port``, ``stop()``, and the folder it lives in."""
 
     def __init__(self, name: str, command: List[str], folder: str, port: int,
-                 user: Optional[str], ready: Callable[[], bool]) -> None:
+                 user: Optional[str], ready: Callable[[], bool],
+                 stop_signal: int = signal.SIGTERM) -> None:
         self.name = name
+        self.stop_signal = stop_signal
         self.port = port
         self.folder = folder
         self.log = open(os.path.join(folder, "server.log"), "wb")
@@ -64,7 +67,7 @@ class DatabaseServer:
 
     def stop(self) -> None:
         if self.proc.poll() is None:
-            self.proc.terminate()
+            self.proc.send_signal(self.stop_signal)
             try:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:
@@ -80,6 +83,7 @@ def _become(user: Optional[str]) -> Optional[Callable[[], None]]:
     entry = pwd.getpwnam(user)
 
     def switch() -> None:
+        os.setgroups([])
         os.setgid(entry.pw_gid)
         os.setuid(entry.pw_uid)
 
@@ -107,6 +111,17 @@ def _folder(owner: Optional[str]) -> str:
     return folder
 
 
+def _prepare(folder: str, command: List[str], user: Optional[str], become: bool) -> None:
+    """Run a server's set-up command (its data folder); on failure remove the folder and
+    raise Unavailable with what it printed."""
+    done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          preexec_fn=_become(user) if become else None, cwd=folder)
+    if done.returncode != 0:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise Unavailable(f"{os.path.basename(command[0])} failed: "
+                          f"{done.stderr.decode(errors='replace')[-500:]}")
+
+
 def start_postgres() -> DatabaseServer:
     """PostgreSQL with a fresh cluster (user ``postgres``, database ``postgres``, trust auth)."""
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"))
@@ -117,16 +132,17 @@ def start_postgres() -> DatabaseServer:
     user = _run_as()("postgres")
     folder = _folder(user)
     data = os.path.join(folder, "data")
-    subprocess.run([os.path.join(bin_dir, "initdb"), "-D", data, "-U", "postgres", "-A", "trust",
-                    "-E", "UTF8", "--no-sync"], check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.PIPE, preexec_fn=_become(user), cwd=folder)
+    _prepare(folder, [os.path.join(bin_dir, "initdb"), "-D", data, "-U", "postgres", "-A",
+                      "trust", "-E", "UTF8", "--no-sync"], user, become=True)
     port = free_port()
     command = [os.path.join(bin_dir, "postgres"), "-D", data, "-p", str(port),
                "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={folder}",
                "-c", f"max_connections={MAX_CONNECTIONS}", "-c", "fsync=off",
                "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
                "-c", "shared_buffers=32MB"]
-    return DatabaseServer("PostgreSQL", command, folder, port, user, lambda: _answers(port))
+    # SIGINT is PostgreSQL's fast shutdown; SIGTERM would wait for every client to leave.
+    return DatabaseServer("PostgreSQL", command, folder, port, user, lambda: _answers(port),
+                          stop_signal=signal.SIGINT)
 
 
 def start_mariadb() -> DatabaseServer:
@@ -139,9 +155,9 @@ def start_mariadb() -> DatabaseServer:
     user = _run_as()("mysql")
     folder = _folder(user)
     data = os.path.join(folder, "data")
-    subprocess.run([install, "--no-defaults", f"--datadir={data}", "--auth-root-authentication-"
-                    "method=normal", "--skip-test-db"] + ([f"--user={user}"] if user else []),
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=folder)
+    _prepare(folder, [install, "--no-defaults", f"--datadir={data}",
+                      "--auth-root-authentication-method=normal", "--skip-test-db"]
+             + ([f"--user={user}"] if user else []), user, become=False)
     port = free_port()
     command = [server, "--no-defaults", f"--datadir={data}", f"--port={port}",
                "--bind-address=127.0.0.1", f"--socket={folder}/mysqld.sock",

@@ -158,7 +158,7 @@ FLOORS = [
     ("greenserve.config", 0), ("greenserve.process", 6),
 ]
 FACES = {"greenserve", "greenserve.__main__", "greenserve.cli", "greenserve.testing",
-         "greenserve.targetapp", "greenserve.worker"}
+         "greenserve.targetapp", "greenserve.worker", "greenserve.websocket"}
 
 
 def floor(name: str) -> int:
@@ -354,8 +354,9 @@ RUNTIME_LAYER = {
     "greenserve.patch.coselect": {"greenserve.loop.hub"},
     "greenserve.patch.colocal": {"greenserve.loop.hub"},
     "greenserve.patch.colock": {"greenserve.loop.hub"},
+    "greenserve.patch.copsycopg": {"greenserve.loop.hub"},
     "greenserve.patch": {"greenserve.patch.colocal", "greenserve.patch.colock",
-                         "greenserve.patch.coselect",
+                         "greenserve.patch.copsycopg", "greenserve.patch.coselect",
                          "greenserve.patch.cosocket", "greenserve.patch.cossl",
                          "greenserve.loop", "greenserve.loop.tasks"},
 }

@@ -112,3 +112,8 @@ def test_threshold_verdict():
                           timeout=120, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.strip().endswith("ok")
+
+
+def test_the_websocket_locustfile_never_imports_greenserve():
+    names = imported_modules(ROOT / "loadtests" / "locust_websocket.py")
+    assert "locust" in names and "greenserve" not in names

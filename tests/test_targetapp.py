@@ -330,3 +330,15 @@ def test_body_is_read_only_up_to_content_length_when_input_is_not_terminated():
     environ["wsgi.input"] = io.BytesIO(b"12345EXTRA")
     body = b"".join(targetapp.app(environ, lambda status, headers: None))
     assert json.loads(body)["bytes"] == 5
+
+
+def test_ws_echoes_over_wsgi_websocket(serve):
+    from websockets.sync.client import connect
+
+    server = serve(targetapp.app, validate=False)  # (no WSGI response after the upgrade)
+    with connect(server.url.replace("http://", "ws://") + "/ws") as client:
+        client.send("ping me")
+        assert client.recv(timeout=5) == "ping me"
+        client.send(b"\x01" * 70000)
+        assert client.recv(timeout=5) == b"\x01" * 70000
+    assert_text(requests.get(server.url + "/ws", timeout=10), 400, "WebSocket handshake")

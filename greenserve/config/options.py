@@ -314,6 +314,23 @@ class Config:
         "header (repeat for several)", parse=parse_list, check=_proxy_binds, metavar="ADDRESS",
         repeat=True)
 
+    websocket_max_message: int = option(
+        1 << 20, "largest WebSocket message a client may send, in bytes (larger: close 1009)",
+        parse=parse_size, check=_positive, metavar="BYTES")
+    websocket_ping_interval: float = option(
+        20.0, "seconds a WebSocket may be silent before the server pings it; silent for as "
+        "long again, it is closed (1011); 0 turns pings off", parse=parse_seconds,
+        check=_not_negative, metavar="SECONDS")
+    websocket_close_timeout: float = option(
+        5.0, "seconds to wait for the client's answer to a WebSocket close before dropping "
+        "the connection", parse=parse_seconds, check=_not_negative, metavar="SECONDS")
+    websocket_origins: Tuple[str, ...] = option(
+        (), "Origin values a WebSocket handshake may carry (scheme://host[:port]; others get "
+        "403); empty: any", parse=parse_list, metavar="ORIGINS", repeat=True)
+    websocket_deflate: bool = option(
+        False, "accept the permessage-deflate extension (RFC 7692) when a client offers it",
+        parse=parse_bool, metavar="")
+
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)

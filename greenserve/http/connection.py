@@ -12,6 +12,9 @@ Strategy:
 - Errors on the client's socket are wrapped as ClientError so that an OSError raised by the app
   itself (a missing file, a refused upstream) is still the app's error, i.e. a 500.
 - 100 Continue is sent lazily, on the first read of wsgi.input.
+- A WebSocket upgrade (websocket.py) takes the connection: once the app has accepted (or the
+  handshake was refused, or a library took the raw socket), nothing more is written in HTTP,
+  the app's result is ignored, and the connection closes when the session ends.
 - While the server drains, every response says ``Connection: close``; a connection whose
   response went out before the drain began goes idle as usual but for ``DRAIN_QUIET`` seconds
   at most, so that a next request already on its way is answered, not reset.
@@ -35,6 +38,7 @@ from .h1.headers import CHUNKED as CHUNKED_BODY
 from .port import ServerPort
 from .proxy import PROXY_KEYS
 from .respond import _SMALL, Responder, SendClock, _framed
+from .websocket import Upgrade, end_session, offer_upgrade
 from .wsgi import EMPTY_INPUT, Input, Response, request_environ
 
 log = logging.getLogger("greenserve.error")
@@ -52,7 +56,8 @@ class Connection(BodyReader, Responder):
     __slots__ = (
         "server", "gsock", "h1", "base_env", "peer", "glet", "active", "started",
         "response", "client_error", "body_sent", "closed", "deadline", "body_started",
-        "body_received", "tiny_pieces", "send_clock", "linger", "linger_left",
+        "body_received", "tiny_pieces", "send_clock", "linger", "linger_left", "upgrade",
+        "app_deadline",
     )
 
     def __init__(
@@ -78,6 +83,8 @@ class Connection(BodyReader, Responder):
         self.send_clock: Optional[SendClock] = None  # made by a response's first wait to send
         self.linger: Optional[Timer] = None  # set while the hub lingers before closing
         self.linger_left = 0
+        self.upgrade: Optional[Upgrade] = None  # while a request asks for a WebSocket
+        self.app_deadline: Optional[Timer] = None  # request_timeout's, while the app runs
 
     # -- idle <-> active ----------------------------------------------------------------------
 
@@ -183,11 +190,12 @@ class Connection(BodyReader, Responder):
         environ = request_environ(self.base_env, self.peer, request,
                                   Input(self._read_chunk) if conn.body_pending else EMPTY_INPUT)
         environ["greenserve.client_disconnected"] = self.client_disconnected
+        self.upgrade = offer_upgrade(self, environ) if "HTTP_UPGRADE" in environ else None
         server.request_started()
         result: Optional[Iterable[bytes]] = None
         spool: Optional[IO[bytes]] = None
         timeout = server.config.request_timeout
-        deadline = arm_deadline(server.hub, timeout) if timeout else None
+        deadline = self.app_deadline = arm_deadline(server.hub, timeout) if timeout else None
         try:
             try:
                 if not environ.keys().isdisjoint(PROXY_KEYS):
@@ -199,7 +207,9 @@ class Connection(BodyReader, Responder):
                         and server.config.buffer_chunked_body):
                     spool = self._buffer_body(environ)
                 result = server.app(environ, response.start_response)
-                if (
+                if self.upgrade is not None and self.upgrade.taken:
+                    pass  # the WebSocket's (or its refusal's) connection: nothing more is sent
+                elif (
                     type(result) is list and len(result) == 1 and type(result[0]) is bytes
                     and len(result[0]) <= _SMALL and not response.headers_sent
                 ):
@@ -228,15 +238,43 @@ class Connection(BodyReader, Responder):
                 if spool is not None:
                     spool.close()
         except BaseException as exc:  # noqa: B902 - every outcome is decided in _fail
+            if self.upgrade is not None and self.upgrade.taken:
+                return self._end_upgrade(request, environ, exc)
             server.request_finished(self, request, self._fail(exc, response), environ)
             if isinstance(exc, Cancelled):
                 raise
             return False
+        if self.upgrade is not None and self.upgrade.taken:
+            return self._end_upgrade(request, environ, None)
         server.request_finished(self, request, response.status, environ)
         if conn.response_overflowed:
             log.error("app sent more body than its Content-Length; the surplus was dropped")
             return False
         return conn.keep_alive and (not conn.body_pending or self._drain_body())
+
+    def take_connection(self) -> bytes:
+        """websocket.UpgradeHost: the connection leaves HTTP. Returns the bytes that came after
+        the request head. Never switches."""
+        if self.app_deadline is not None:
+            self.app_deadline.cancel()  # a WebSocket lives as long as it likes
+            self.app_deadline = None
+        return self.h1.switch_protocols()
+
+    def _end_upgrade(self, request: h1.Request, environ: Dict[str, Any],
+                     exc: Optional[BaseException]) -> bool:
+        """The app is done with a request whose connection it took: end the session, log it
+        (status 101 and the session's duration, or the refusal). Returns False (the
+        connection closes). May switch. Raises Cancelled (server stop) again."""
+        upgrade = self.upgrade
+        assert upgrade is not None
+        self.upgrade = None
+        try:
+            end_session(upgrade, exc)
+        finally:
+            self.server.request_finished(self, request, upgrade.status, environ)
+        if isinstance(exc, Cancelled):
+            raise exc
+        return False
 
     def client_disconnected(self) -> bool:
         """``environ['greenserve.client_disconnected']()``: True once the client has closed or

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, Protocol
 
-
-
 from ..config.options import Config
 from ..loop.hub import Hub
 from .dates import DateCache
@@ -38,6 +36,16 @@ class ServerPort(Protocol):
     def connection_closed(self, conn: Any) -> None: ...
 
     def tls_failed(self) -> None: ...
+
+    def websocket_opened(self, ws: Any) -> None:
+        """A WebSocket session began (a ``wsio.WebSocket``, or a ``rawsock.RawSocket`` a
+        library took); the server closes it with 1001 when it stops."""
+
+    def websocket_closed(self, ws: Any) -> None:
+        """That session is over (reported once)."""
+
+    def websocket_message(self, incoming: bool) -> None:
+        """A whole WebSocket message was received (``incoming``) or sent."""
 
     def send_too_slow(self) -> None:
         """A connection was closed: its client took a response under ``min_send_rate``."""

@@ -137,6 +137,7 @@ class FdTable:
                 self.selector.unregister(fd)
             except (KeyError, ValueError, OSError):
                 pass
+            entry.mask = 0  # a turn still holding this entry must not touch the selector
 
     def fd_count(self) -> int:
         """How many fds the hub knows about (for statistics)."""

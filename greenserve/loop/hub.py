@@ -35,7 +35,6 @@ from .timers import Timer, TimerHeap
 log = logging.getLogger("greenserve.error")
 
 _PARK_TIMEOUT = object()
-_IDLE_CONTEXT = contextvars.Context()  # what an idle pooled worker runs in: nothing
 
 _local = threading.local()
 MAX_IDLE_WORKERS = 256
@@ -151,7 +150,7 @@ class Hub(FdTable, TimerHeap):
         elif self._timers:
             timeout = max(0.0, self._timers[0].when - self.time())
         for key, mask in self.selector.select(timeout):
-            entry = key.data
+            entry: Optional[FdEntry] = key.data
             if entry is None:
                 self._drain_wakeup()
                 continue
@@ -169,7 +168,8 @@ class Hub(FdTable, TimerHeap):
                             who()  # a one-shot watch callback
                         except Exception:
                             log.exception("error in a hub callback %r", who)
-            if mask & EVENT_WRITE:
+            if mask & EVENT_WRITE and self._entries.get(key.fd) is entry:
+                # (the reader woken above may have released or closed the fd meanwhile)
                 who = entry.writer
                 if who is None:
                     self._set_mask(key.fd, entry, entry.mask & ~EVENT_WRITE)
@@ -258,7 +258,7 @@ class Hub(FdTable, TimerHeap):
             # Idle, it must not keep the finished job's context alive: that holds every
             # contextvar and patched threading.local value of the last request (a database
             # connection, say) until this worker happens to be reused.
-            worker.gr_context = _IDLE_CONTEXT
+            worker.gr_context = contextvars.Context()
             self._workers.append(worker)
             fn, args = self._loop.switch()
 

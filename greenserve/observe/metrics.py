@@ -40,9 +40,11 @@ CONNECTIONS_TOTAL, CONNECTIONS_OPEN, IN_FLIGHT, BLOCKED_LOOP, PROTOCOL_ERRORS, A
     TLS_FAILURES, DURATION_SUM_US = range(8)
 _BUCKET0 = 8  # the histogram's buckets, not cumulative; the last is (10 s, +Inf)
 _STATUS0 = _BUCKET0 + len(BUCKETS) + 1  # cell of status 100; statuses 100..599
-SLOT_CELLS = _STATUS0 + 500
+WEBSOCKETS_OPEN, WEBSOCKETS_TOTAL, WS_MESSAGES_IN, WS_MESSAGES_OUT = range(
+    _STATUS0 + 500, _STATUS0 + 504)
+SLOT_CELLS = _STATUS0 + 504
 SLOT_BYTES = SLOT_CELLS * 8
-_GAUGES = (CONNECTIONS_OPEN, IN_FLIGHT)
+_GAUGES = (CONNECTIONS_OPEN, IN_FLIGHT, WEBSOCKETS_OPEN)
 
 _COUNTERS = (
     (CONNECTIONS_TOTAL, "greenserve_connections_total", "Connections accepted."),
@@ -53,10 +55,16 @@ _COUNTERS = (
     (ABORTED, "greenserve_requests_aborted_total",
      "Requests that ended with no complete response (client gone, aborted response)."),
     (TLS_FAILURES, "greenserve_tls_handshake_failures_total", "TLS handshakes that failed."),
+    (WEBSOCKETS_TOTAL, "greenserve_websockets_total", "WebSocket sessions opened (101 sent)."),
+    (WS_MESSAGES_IN, "greenserve_websocket_messages_received_total",
+     "Whole WebSocket messages received (sessions accepted through greenserve's API)."),
+    (WS_MESSAGES_OUT, "greenserve_websocket_messages_sent_total",
+     "WebSocket messages sent (sessions accepted through greenserve's API)."),
 )
 _GAUGE_TEXT = (
     (IN_FLIGHT, "greenserve_requests_in_flight", "Requests being handled now."),
     (CONNECTIONS_OPEN, "greenserve_connections_open", "Client connections open now."),
+    (WEBSOCKETS_OPEN, "greenserve_websockets_open", "WebSocket sessions open now."),
 )
 
 
@@ -80,15 +88,18 @@ class MetricsSlot:
         self.cells[IN_FLIGHT] += 1
 
     def request_finished(self, status: int, seconds: float) -> None:
-        """A request the app handled: its status (0 if none was sent) and its duration."""
+        """A request the app handled: its status (0 if none was sent) and its duration. A
+        WebSocket session (101) is counted by status but kept out of the duration histogram,
+        which it would drown (it lasts as long as the client stays)."""
         cells = self.cells
         cells[IN_FLIGHT] -= 1
         if 100 <= status < 600:
             cells[_STATUS0 - 100 + status] += 1
         else:
             cells[ABORTED] += 1
-        cells[_BUCKET0 + bisect.bisect_left(BUCKETS, seconds)] += 1
-        cells[DURATION_SUM_US] += int(seconds * 1e6)
+        if status != 101:
+            cells[_BUCKET0 + bisect.bisect_left(BUCKETS, seconds)] += 1
+            cells[DURATION_SUM_US] += int(seconds * 1e6)
 
     def protocol_error(self, status: int) -> None:
         """A request refused before the app saw it (400, 408, 413, 414, 431...)."""
@@ -102,6 +113,17 @@ class MetricsSlot:
 
     def tls_failure(self) -> None:
         self.cells[TLS_FAILURES] += 1
+
+    def websocket_opened(self) -> None:
+        cells = self.cells
+        cells[WEBSOCKETS_TOTAL] += 1
+        cells[WEBSOCKETS_OPEN] += 1
+
+    def websocket_closed(self) -> None:
+        self.cells[WEBSOCKETS_OPEN] -= 1
+
+    def websocket_message(self, incoming: bool) -> None:
+        self.cells[WS_MESSAGES_IN if incoming else WS_MESSAGES_OUT] += 1
 
 
 class MetricsStore:

@@ -33,12 +33,13 @@ run when the starter yields. Its locks and queues shared with hub tasks are the 
 so handing work and results across works both ways.
 
 What stays blocking, and blocks every request of the server while it runs: C extensions doing
-their own I/O (mysqlclient, grpc, librdkafka...), psycopg2's COPY methods and large objects
-(psycopg2 refuses them in the non-blocking mode the hook needs), file and disk I/O,
-``subprocess`` waits, ``os.read``/``os.write`` on pipes, ``select.poll``/``epoll`` objects,
+their own I/O (mysqlclient, grpc, librdkafka...), file and disk I/O, ``subprocess`` waits,
+``os.read``/``os.write`` on pipes, ``select.poll``/``epoll`` objects,
 ``threading.Thread.join`` (a real thread's end) and locks made before ``apply()`` or straight
-from ``_thread``. Wrap such calls in ``greenserve.run_in_thread``. ``undo()`` restores
-everything (for tests).
+from ``_thread``. Wrap such calls in ``greenserve.run_in_thread``. What no longer works:
+psycopg2's COPY methods and large objects, which psycopg2 refuses (ProgrammingError, in every
+thread) once a wait callback is set; use psycopg 3 for those. ``undo()`` restores everything
+(for tests).
 """
 
 from __future__ import annotations

@@ -41,6 +41,10 @@ def _check_timeout(blocking: bool, timeout: float) -> None:
         raise ValueError("can't specify a timeout for a non-blocking call")
     if timeout < 0:
         raise ValueError("timeout value must be a non-negative number")
+    if timeout != timeout:  # NaN: no deadline can be made of it
+        raise ValueError("Invalid value NaN (not a number)")
+    if timeout > _thread.TIMEOUT_MAX:
+        raise OverflowError("timeout value is too large")
 
 
 class CoopLock:

@@ -6,12 +6,13 @@ them; each offers instead a hook that decides how to wait while libpq would bloc
 - psycopg2 calls a *wait callback* (``psycopg2.extensions.set_wait_callback``) with the
   connection; the callback polls it and waits for its fd until ``poll()`` says done. With a
   callback set, psycopg2 runs every connection in non-blocking mode (as psycogreen does for
-  gevent). Where psycopg2 itself has no non-blocking path it refuses with ProgrammingError:
-  the COPY methods (``copy_from``, ``copy_to``, ``copy_expert``) and large objects.
-- psycopg 3 drives its protocol as generators that yield which direction to wait for, and runs
-  them through the module functions ``psycopg.waiting.wait`` and ``wait_conn``, looked up at
-  each call; the patch replaces both. COPY, server-side cursors and ``notifies()`` go through
-  them too.
+  gevent), in every thread. Where psycopg2 itself has no non-blocking path it refuses with
+  ProgrammingError, in every thread: the COPY methods (``copy_from``, ``copy_to``,
+  ``copy_expert``) and large objects.
+- psycopg 3 (3.2 or later) drives its protocol as generators that yield which direction to
+  wait for, and runs them through the module functions ``psycopg.waiting.wait`` and
+  ``wait_conn``, looked up at each call; the patch replaces both. COPY, pipelines, server-side
+  cursors and ``notifies()`` go through them too.
 
 In a hub task the wait suspends the greenlet on the hub; anywhere else (the thread pool, an
 app's own threads) it blocks that thread as before. The hub's interest in a driver's fd is
@@ -63,36 +64,39 @@ def _wait_fd(hub: Hub, fd: int, wanted: int, deadline: Optional[float]) -> int:
 # -- psycopg2 -----------------------------------------------------------------------------------
 
 
+# psycopg2's poll() states (psycopg2.extensions.POLL_*), stable since psycopg2 2.2
+POLL_OK, POLL_READ, POLL_WRITE = 0, 1, 2
+
+
 def psycopg2_wait(conn: Any) -> None:
     """psycopg2's wait callback: poll ``conn`` until done, waiting on its fd in between. May
-    switch, in a hub task. A wait that is interrupted (the request cancelled, the server
-    stopping) asks the server to cancel the query before the exception goes on."""
-    ext: Any = importlib.import_module("psycopg2.extensions")  # Any: no stubs needed
+    switch, in a hub task; elsewhere it blocks the calling thread. Raises what ``poll()``
+    raises, and whatever interrupts the wait (``Cancelled``, a ``Timeout``): psycopg2 then
+    closes the connection itself (its query may still run in the server until it ends)."""
     hub = waitable_hub()
     while True:
         state = conn.poll()
-        if state == ext.POLL_OK:
+        if state == POLL_OK:
             return
-        if state not in (ext.POLL_READ, ext.POLL_WRITE):
-            raise ext.OperationalError(f"bad state from poll: {state}")
-        fd = conn.fileno()
+        if state not in (POLL_READ, POLL_WRITE):
+            raise RuntimeError(f"psycopg2 poll() gave an unknown state: {state}")
+        wanted = READ if state == POLL_READ else WRITE
         if hub is None:
-            want = ([fd], []) if state == ext.POLL_READ else ([], [fd])
-            select.select(want[0], want[1], [])  # a plain thread: block it
-            continue
-        try:
-            _wait_fd(hub, fd, READ if state == ext.POLL_READ else WRITE, None)
-        except BaseException:
-            try:
-                conn.cancel()
-            except ext.Error:  # not connected yet, or already broken: nothing to cancel
-                pass
-            raise
+            _block_until(conn.fileno(), wanted)
+        else:
+            _wait_fd(hub, conn.fileno(), wanted, None)
 
 
-def _patch_psycopg2() -> Undo:
-    ext: Any = importlib.import_module("psycopg2.extensions")
+def _block_until(fd: int, wanted: int) -> None:
+    """Block the calling thread until ``fd`` is ready for ``wanted`` (poll: any fd number)."""
+    poller = select.poll()
+    poller.register(fd, (select.POLLIN if wanted & READ else 0)
+                    | (select.POLLOUT if wanted & WRITE else 0))
+    poller.poll()
 
+
+def _patch_psycopg2() -> Optional[Undo]:
+    ext: Any = importlib.import_module("psycopg2.extensions")  # Any: no stubs needed
     previous = ext.get_wait_callback()
     ext.set_wait_callback(psycopg2_wait)
     return lambda: ext.set_wait_callback(previous)
@@ -106,8 +110,7 @@ PQGenConn = Generator[Tuple[int, int], int, Any]
 
 def _timeout_error() -> BaseException:
     errors: Any = importlib.import_module("psycopg.errors")
-    error: BaseException = getattr(errors, "_WaitTimeout", errors.OperationalError)(
-        "wait timeout expired")
+    error: BaseException = errors._WaitTimeout("wait timeout expired")
     return error
 
 
@@ -117,8 +120,12 @@ def _deadline(hub: Hub, timeout: Optional[float]) -> Optional[float]:
 
 def _psycopg_wait(original: Callable[..., Any]) -> Callable[..., Any]:
     def wait(gen: PQGen, fileno: int, *args: Any, **kwargs: Any) -> Any:
-        """psycopg.waiting.wait: in a hub task, wait on the hub (no polling interval is
-        needed: nothing here waits for a Ctrl-C). May switch."""
+        """psycopg.waiting.wait: in a hub task, wait on the hub. May switch. The polling
+        interval psycopg asks for (to notice a Ctrl-C, or a connection closed under it) is
+        not kept: the hub wakes the greenlet when the fd is ready or its timeout passes, and
+        a connection must not be closed by another task while one waits on it. Raises
+        psycopg's timeout error at ``timeout``, and whatever interrupts the wait (Cancelled,
+        a Timeout: then the query may still run in the server; set statement_timeout)."""
         hub = waitable_hub()
         if hub is None:
             return original(gen, fileno, *args, **kwargs)
@@ -159,7 +166,13 @@ def _psycopg_wait_conn(original: Callable[..., Any]) -> Callable[..., Any]:
     return wait_conn
 
 
-def _patch_psycopg() -> Undo:
+def _patch_psycopg() -> Optional[Undo]:
+    errors: Any = importlib.import_module("psycopg.errors")
+    if not hasattr(errors, "_WaitTimeout"):
+        # Before psycopg 3.2 the wait functions' ``timeout`` was a polling interval, not a
+        # deadline: hooking them would need their other meaning. Left blocking (the README
+        # asks for 3.2 or later).
+        return None
     waiting: Any = importlib.import_module("psycopg.waiting")
 
     saved = waiting.wait, waiting.wait_conn
@@ -172,14 +185,14 @@ def _patch_psycopg() -> Undo:
     return undo
 
 
-DRIVERS = {"psycopg2": _patch_psycopg2, "psycopg": _patch_psycopg}
+_DRIVERS = {"psycopg2": _patch_psycopg2, "psycopg": _patch_psycopg}
 
 
 def apply() -> List[Undo]:
     """Hook every PostgreSQL driver that is installed (importing it now: a driver imported
     later, by the app, is the same module). Returns what undoes each hook."""
     undo: List[Undo] = []
-    for name, hook in DRIVERS.items():
+    for name, hook in _DRIVERS.items():
         try:
             found = importlib.util.find_spec(name) is not None
         except ValueError:  # in sys.modules without a spec
@@ -190,5 +203,7 @@ def apply() -> List[Undo]:
             importlib.import_module(name)
         except ImportError:  # installed but unusable here (no libpq): nothing to hook
             continue
-        undo.append(hook())
+        done = hook()
+        if done is not None:
+            undo.append(done)
     return undo

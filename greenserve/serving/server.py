@@ -44,6 +44,7 @@ from ..observe.logs import AccessLog
 from ..observe.metrics import MetricsSlot, MetricsStore
 from ..patch import apply as apply_patch
 from .listeners import Listener, address_of, bind_listener
+from .sessions import WebSocketSessions
 from .stats import Stats
 
 log = logging.getLogger("greenserve.error")
@@ -56,7 +57,7 @@ DRAIN_SWEEP = 0.05  # seconds between sweeps of idle connections while draining
 SOFTWARE = f"greenserve/{__version__}"
 
 
-class Server:
+class Server(WebSocketSessions):
     """A WSGI server on one hub. ``start()`` binds; ``serve_forever()`` runs; ``stop()`` ends.
     It is one process: an option only a supervisor acts on (``workers``...) raises ConfigError."""
 
@@ -77,6 +78,7 @@ class Server:
         self.dates = DateCache(b"Server: greenserve\r\n")
         self.listeners: List[Listener] = []
         self.connections: Dict[Connection, None] = {}
+        self.websockets: Dict[Any, None] = {}  # open sessions: wsio.WebSocket, rawsock.RawSocket
         self.draining = False
         self.multiprocess = False  # wsgi.multiprocess: a supervisor's worker sets it
         self.stats = Stats()
@@ -225,6 +227,7 @@ class Server:
         cutoff = self.hub.time() + min(grace, DRAIN_QUIET)
         for conn in self.idle_connections():
             conn.deadline = min(conn.deadline, cutoff)
+        self._close_websockets()
         self.hub.spawn(self._drain, self.hub.time() + grace)
 
     def _drain(self, deadline: float) -> None:
@@ -410,7 +413,8 @@ class Server:
         return self.stats.snapshot(
             open=len(self.connections), idle=len(self.idle_connections()),
             draining=self.draining, access_log_dropped=self._access.dropped,
-            blocked_loop_incidents=self.watchdog.incidents if self.watchdog else 0)
+            blocked_loop_incidents=self.watchdog.incidents if self.watchdog else 0,
+            websockets_open=len(self.websockets))
 
 
 def _as_dict(config: Config) -> Dict[str, Any]:

@@ -9,7 +9,8 @@ class Stats:
     """Counters for ``Server.statistics()``."""
 
     __slots__ = ("connections_total", "requests_total", "in_flight", "by_class", "protocol_errors",
-                 "accept_errors", "slow_readers")
+                 "accept_errors", "slow_readers", "websockets_total", "websocket_messages_in",
+                 "websocket_messages_out")
 
     def __init__(self) -> None:
         self.connections_total = 0
@@ -19,9 +20,12 @@ class Stats:
         self.protocol_errors = 0
         self.accept_errors = 0
         self.slow_readers = 0  # connections closed for taking a response under min_send_rate
+        self.websockets_total = 0
+        self.websocket_messages_in = 0
+        self.websocket_messages_out = 0
 
     def snapshot(self, *, open: int, idle: int, draining: bool, access_log_dropped: int,
-                 blocked_loop_incidents: int) -> Dict[str, Any]:
+                 blocked_loop_incidents: int, websockets_open: int) -> Dict[str, Any]:
         """``Server.statistics()``: these counters with what only the server knows."""
         return {
             "connections_total": self.connections_total,
@@ -37,4 +41,8 @@ class Stats:
             "draining": draining,
             "access_log_dropped": access_log_dropped,
             "blocked_loop_incidents": blocked_loop_incidents,
+            "websockets_open": websockets_open,
+            "websockets_total": self.websockets_total,
+            "websocket_messages_in": self.websocket_messages_in,
+            "websocket_messages_out": self.websocket_messages_out,
         }

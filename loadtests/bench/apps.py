@@ -15,6 +15,9 @@ sink            reads wsgi.input to the end (chunked uploads included) and
 download        the file named by $BENCH_FILE through environ['wsgi.file_wrapper']
                 (X-Bench-Path: file_wrapper), or read in 1 MiB blocks where the
                 server has none (X-Bench-Path: iter)                      (i)
+dbapp           Flask + SQLAlchemy + psycopg2: one query that waits 5 ms in
+                PostgreSQL, JSON answer; defined in dbapp.py and imported
+                only when asked for (module __getattr__)                   (k)
 
 Upstream address: 127.0.0.1:$BENCH_UPSTREAM_PORT (default 18901).
 """
@@ -132,3 +135,13 @@ def download(environ, start_response):
     if wrapper is not None:
         return wrapper(f, 1 << 20)
     return _file_blocks(f, 1 << 20)
+
+
+def __getattr__(name):
+    # bench.apps:dbapp imports Flask, SQLAlchemy and psycopg2, which the other apps (and the
+    # meinheld venv) do without: load it only when a server asks for it.
+    if name == "dbapp":
+        from bench.dbapp import app
+
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,6 +3,7 @@
 
     python3 loadtests/bench/run.py                                # every server, scenarios a-g
     python3 loadtests/bench/run.py --servers greenserve,gevent --scenarios g,h,i --reps 3
+    python3 loadtests/bench/run.py --servers greenserve,gunicorn,gunicorn-gthread --scenarios k --ref gunicorn
     python3 loadtests/bench/run.py --report OUT/samples.jsonl [MORE.jsonl ...] [--ref gevent]
     python3 loadtests/bench/run.py --list
 
@@ -23,6 +24,17 @@ Scenarios (metric, better):
   h  100 MiB chunked upload to a sink app, one client          MiB/s, higher
   i  50 MiB file via wsgi.file_wrapper, 4 connections          MiB/s, higher
   j  hello, keep-alive, 10,000 connections (compare with a)    req/s, higher
+  k  Flask + SQLAlchemy + PostgreSQL, 200 connections           req/s, higher
+     (dbapp.py: one 5 ms query per request through a pool of 20, the same under every server;
+     greenserve with --patch, the gevent servers with psycogreen, threaded ones blocking)
+
+Scenario k starts one PostgreSQL server for the whole run (database.py, through
+tests/dbservers.py: Debian's PostgreSQL in a temporary folder on a free port, a table of
+--pg-rows rows, default 10,000), after this script has pinned itself to core 1, so PostgreSQL
+and its backends run on core 1 with the clients, never on the servers' core 0. The apps find it
+through $BENCH_PG_PORT and $BENCH_PG_ROWS. wrk's timeout is 10 s there: 200 connections queue
+for 20 pooled ones, so a slow server's requests wait long but are still answered. A server whose venv lacks the scenario's imports
+(Flask, SQLAlchemy, psycopg2: meinheld's venv) is skipped for it with a message.
 
 Servers run from the venv $GS_BENCH_VENV (default /tmp/gs-bench-venv) and meinheld from
 $GS_MEINHELD_VENV (default /tmp/gs-meinheld-venv); loadtests/bench/setup.sh makes both. A server
@@ -73,6 +85,11 @@ SCENARIOS = {
               conns=4, timeout=30, metric="mib_s", unit="MiB/s", higher=True),
     "j": dict(title="hello, keep-alive, 10,000 conns", kind="wrk", app="hello", conns=10000,
               timeout=10, metric="rps", unit="req/s", higher=True),
+    # patch: the app's libraries block unless the server makes them cooperative (greenserve gets
+    # its "patch" arguments; the gevent servers always monkey-patch); database: needs PostgreSQL
+    "k": dict(title="Flask + SQLAlchemy + PostgreSQL, 200 conns", kind="wrk", app="dbapp",
+              conns=200, timeout=10, patch=True, database=True,
+              needs=["flask", "sqlalchemy", "psycopg2"], metric="rps", unit="req/s", higher=True),
 }
 DEFAULT_SCENARIOS = "a,b,c,d,e,f,g"
 FILE_MIB = 50
@@ -80,14 +97,17 @@ FILE_MIB = 50
 PY = "{venv}/bin/python"
 LAUNCH = [PY, f"{HERE}/launch.py"]
 # name: command (placeholders {venv} {port} {app}), imports needed in that venv, app renames,
-# scenarios it cannot take part in (and why). Non-default settings are explained in
-# launch.py (gevent, waitress, meinheld, bjoern, nginx) and in loadtests/README.md.
+# arguments put before the app for a scenario with patch=True, scenarios it cannot take part in
+# (and why). Non-default settings are explained in launch.py (gevent, waitress, meinheld,
+# bjoern, nginx) and in loadtests/README.md. gunicorn-gthread: one worker with 32 threads, more
+# than the 20 connections of scenario k's pool, so that the pool and not the thread count sets
+# how many queries run at once, with a few threads to spare for parsing and answering.
 SERVERS = {
     "greenserve": dict(
         cmd=[PY, "-m", "greenserve", "--bind", "127.0.0.1:{port}", "--log-level", "warning",
              "--backlog", "2048", "--max-connections", "20000", "--keepalive-timeout", "300",
              "bench.apps:{app}"],
-        needs=["greenserve"], apps={"upstream": "upstream_green"}),
+        needs=["greenserve"], apps={"upstream": "upstream_green"}, patch=["--patch"]),
     "gevent": dict(cmd=LAUNCH + ["gevent", "{port}", "{app}"], needs=["gevent"]),
     "waitress": dict(cmd=LAUNCH + ["waitress", "{port}", "{app}"], needs=["waitress"]),
     "gunicorn": dict(
@@ -95,6 +115,11 @@ SERVERS = {
              "--backlog", "2048", "--worker-connections", "20000", "--keep-alive", "300",
              "--log-level", "warning", "bench.apps:{app}"],
         needs=["gunicorn.workers.ggevent"]),
+    "gunicorn-gthread": dict(
+        cmd=[PY, "-m", "gunicorn", "-k", "gthread", "-w", "1", "--threads", "32",
+             "-b", "127.0.0.1:{port}", "--backlog", "2048", "--worker-connections", "20000",
+             "--keep-alive", "300", "--log-level", "warning", "bench.apps:{app}"],
+        needs=["gunicorn.workers.gthread"]),
     "meinheld": dict(cmd=LAUNCH + ["meinheld", "{port}", "{app}"], needs=["meinheld"], venv=MVENV),
     "bjoern": dict(cmd=LAUNCH + ["bjoern", "{port}", "{app}"], needs=["bjoern"]),
     "granian": dict(
@@ -104,9 +129,11 @@ SERVERS = {
              "bench.apps:{app}"],
         needs=["granian"]),
     "nginx": dict(cmd=LAUNCH + ["nginx", "{port}", "{app}"], needs=[], binary="nginx",
-                  skip={"e": "not WSGI: no upstream app", "h": "not WSGI: no sink app"}),
+                  skip={"e": "not WSGI: no upstream app", "h": "not WSGI: no sink app",
+                        "k": "not WSGI: no database app"}),
 }
-ORDER = ["greenserve", "gevent", "waitress", "gunicorn", "meinheld", "bjoern", "granian", "nginx"]
+ORDER = ["greenserve", "gevent", "waitress", "gunicorn", "gunicorn-gthread", "meinheld", "bjoern",
+         "granian", "nginx"]
 
 
 # ----------------------------------------------------------------------------- process helpers
@@ -370,8 +397,11 @@ class Bench:
         port = self.take_port()
         tag = f"r{rep}-{sid}-{name}"
         venv = spec.get("venv", VENV)
+        cmd = spec["cmd"]
+        if sc.get("patch") and spec.get("patch"):
+            cmd = cmd[:-1] + spec["patch"] + cmd[-1:]  # the app is the last argument
         argv = ["taskset", "-c", str(self.a.server_cpu)] + [
-            x.format(venv=venv, port=port, app=app) for x in spec["cmd"]]
+            x.format(venv=venv, port=port, app=app) for x in cmd]
         rec = dict(rep=rep, scenario=sid, server=name, port=port, app=app,
                    time=datetime.datetime.now().isoformat(timespec="seconds"),
                    cmd=" ".join(argv), loadavg=open("/proc/loadavg").read().split()[:3])
@@ -609,13 +639,32 @@ def available(name):
     return None
 
 
+_imports_cache = {}
+
+
+def missing_imports(name, sid):
+    """Why server `name` cannot run scenario `sid` (its venv lacks the app's imports), or None."""
+    needs = SCENARIOS[sid].get("needs")
+    if not needs:
+        return None
+    venv = SERVERS[name].get("venv", VENV)
+    key = (venv, tuple(needs))
+    if key not in _imports_cache:
+        cp = subprocess.run([f"{venv}/bin/python", "-c", "import " + ", ".join(needs)],
+                            capture_output=True, text=True, timeout=60, cwd="/")
+        _imports_cache[key] = (f"cannot import {', '.join(needs)} in {venv}" if cp.returncode
+                               else None)
+    return _imports_cache[key]
+
+
 def versions():
     code = ("import importlib.metadata as m, json, sys\nout = {'python': sys.version.split()[0]}\n"
             "for n in sys.argv[1:]:\n    try: out[n] = m.version(n)\n    except Exception: pass\n"
             "print(json.dumps(out))")
     v = {}
     for venv, names in ((VENV, ["greenserve", "gevent", "waitress", "gunicorn", "bjoern", "granian",
-                                "greenlet"]), (MVENV, ["meinheld", "greenlet"])):
+                                "greenlet", "flask", "sqlalchemy", "psycopg2-binary", "psycogreen"]),
+                        (MVENV, ["meinheld", "greenlet"])):
         try:
             cp = subprocess.run([f"{venv}/bin/python", "-c", code] + names, capture_output=True,
                                 text=True, timeout=60, cwd="/")
@@ -647,6 +696,7 @@ def main():
     p.add_argument("--upstream-port", type=int, default=18901)
     p.add_argument("--upstream-delay", type=float, default=0.05)
     p.add_argument("--ready-timeout", type=float, default=30)
+    p.add_argument("--pg-rows", type=int, default=10000, help="rows in scenario k's table")
     a = p.parse_args()
 
     if a.list:
@@ -689,7 +739,7 @@ def main():
     for rep in range(1, a.reps + 1):
         for sid in runs:
             for name in runnable:
-                why = SERVERS[name].get("skip", {}).get(sid)
+                why = SERVERS[name].get("skip", {}).get(sid) or missing_imports(name, sid)
                 if why:
                     if rep == 1:
                         print(f"skipping {name} in scenario {sid}: {why}", flush=True)
@@ -710,13 +760,34 @@ def main():
     print(f"greenserve at {head}; {len(plan)} samples, about {est / 60:.0f} min; "
           f"RLIMIT_NOFILE {nofile}; results in {a.out}", flush=True)
 
-    bench = Bench(a)
-    if any(SCENARIOS[s]["app"] == "download" for s in runs):
-        bench.make_file()
+    database = None
     try:
-        bench.run(plan)
+        if any(SCENARIOS[sid].get("database") for _, sid, _ in plan):
+            import database as db  # loadtests/bench/database.py
+
+            why = db.available()
+            if why:
+                sys.exit(f"scenario k needs PostgreSQL: {why}")
+            database = db.start(a.pg_rows)  # inherits this process's affinity: the client core
+            meta["postgres"] = dict(port=database.port, rows=a.pg_rows,
+                                    cpus=db.cpus_of(database.proc.pid))
+            with open(os.path.join(a.out, "meta.json"), "w") as f:
+                json.dump(meta, f, indent=1)
+            print(f"PostgreSQL on 127.0.0.1:{database.port}, {a.pg_rows} rows, "
+                  f"CPUs {meta['postgres']['cpus']}", flush=True)
+        bench = Bench(a)
+        if database is not None:
+            bench.env["BENCH_PG_PORT"] = str(database.port)
+            bench.env["BENCH_PG_ROWS"] = str(a.pg_rows)
+        if any(SCENARIOS[s]["app"] == "download" for s in runs):
+            bench.make_file()
+        try:
+            bench.run(plan)
+        finally:
+            bench.stop_upstream()
     finally:
-        bench.stop_upstream()
+        if database is not None:
+            database.stop()
     records = load([os.path.join(a.out, "samples.jsonl")])
     table = report(records, a.ref, scenarios, [s for s in servers if s in runnable],
                    heading=f"greenserve {head}, {meta['started'][:10]}, --reps {a.reps} --duration {a.duration}")

@@ -12,7 +12,8 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 VENV="${GS_BENCH_VENV:-/tmp/gs-bench-venv}"
 MVENV="${GS_MEINHELD_VENV:-/tmp/gs-meinheld-venv}"
 
-# --- Debian packages: wrk (load generator), libev-dev (bjoern builds against it), nginx (ceiling)
+# --- Debian packages: wrk (load generator), libev-dev (bjoern builds against it), nginx (ceiling);
+# PostgreSQL for scenario (k) below
 need=()
 command -v wrk >/dev/null 2>&1 || need+=(wrk)
 dpkg -s libev-dev >/dev/null 2>&1 || need+=(libev-dev)
@@ -38,6 +39,15 @@ if ! "$VENV/bin/python" -c 'import gevent, waitress, gunicorn.workers.ggevent, b
     "$VENV/bin/pip" install gevent waitress gunicorn packaging bjoern granian greenlet
     "$VENV/bin/pip" install -e "$REPO"
 fi
+# scenario (k), an app on PostgreSQL: Flask, SQLAlchemy, psycopg2 and psycogreen (psycopg2's
+# wait callback for gevent); the PostgreSQL server itself is Debian's (tests/dbservers.py)
+if ! "$VENV/bin/python" -c 'import flask, sqlalchemy, psycopg2, psycogreen.gevent' 2>/dev/null; then
+    "$VENV/bin/pip" install flask sqlalchemy psycopg2-binary psycogreen
+fi
+if ! compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || ! command -v psql >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y postgresql || { apt-get update && apt-get install -y postgresql; }
+fi
 
 # --- meinheld venv. meinheld 1.0.2 (its last release) pins greenlet<0.5, which does not build on
 # Python 3.11, and its C code reads greenlet 0.4's object layout directly (wrong with greenlet 3:
@@ -52,7 +62,8 @@ fi
 for py in "$VENV/bin/python" "$MVENV/bin/python"; do
     (cd / && "$py" -) <<'PY'
 import importlib.metadata as md, sys
-for name in ("greenserve", "gevent", "waitress", "gunicorn", "bjoern", "granian", "meinheld", "greenlet"):
+for name in ("greenserve", "gevent", "waitress", "gunicorn", "bjoern", "granian", "meinheld", "greenlet",
+             "flask", "sqlalchemy", "psycopg2-binary", "psycogreen"):
     try:
         print(f"  {sys.prefix}: {name} {md.version(name)}")
     except md.PackageNotFoundError:

@@ -334,6 +334,30 @@ def test_wait_either_wakes_on_read_when_the_fd_cannot_be_written(pair):
     assert results == [b"answer"]
 
 
+def test_wait_either_on_an_fd_ready_both_ways_then_released_and_waited_again(pair):
+    # A database driver waits "read or write", is woken by an fd that is both (an answer
+    # arrived; the socket can be written), drops the hub's interest (release_fd) and waits
+    # again at once. The same turn still holds the write half of that event: it must neither
+    # touch the released registration (KeyError from the selector) nor revive it (a waiter
+    # that is never woken).
+    a, b = pair
+    results: List[Any] = []
+
+    def main(hub: Hub) -> None:
+        for n in range(3):
+            b.send(b"x")
+            hub.wait_either(a.fileno(), hub.time() + 5)
+            hub.release_fd(a.fileno())
+            results.append(a.recv(10))
+        hub.call_later(0.05, b.send, b"last")
+        hub.wait_readable(a.fileno(), hub.time() + 5)
+        results.append(a.recv(10))
+        hub.release_fd(a.fileno())
+
+    run_hub(main)
+    assert results == [b"x", b"x", b"x", b"last"]
+
+
 def test_wait_either_wakes_on_write_and_refuses_a_taken_side(pair):
     a, b = pair
     woke: List[str] = []
@@ -788,6 +812,7 @@ def test_an_idle_pooled_worker_lets_go_of_its_last_jobs_context():
         hub.call_soon(hub.start_now, job, hub)
         hub.sleep(0.1)  # the job ends and its worker goes back to the pool
         assert hub._workers, "the worker was not pooled"
+        # While the worker idles in the pool (no garbage collection: freed as it is dropped)
+        assert held and held[0]() is None, "an idle worker still holds the request's context"
 
     run_hub(main)
-    assert held and held[0]() is None, "an idle worker still holds the request's context"

@@ -306,10 +306,13 @@ def test_event_condition_and_queue_hand_over_between_greenlets_and_threads(patch
     cond = threading.Condition()
     seen: List[str] = []
 
+    got_item = threading.Event()
+
     def thread_side() -> None:
         time.sleep(0.05)  # a real sleep: this is another thread
         event.set()
         seen.append(items.get(timeout=5))
+        got_item.set()
         with cond:
             assert cond.wait_for(lambda: len(seen) == 2, timeout=5)
         seen.append("thread notified")
@@ -320,7 +323,7 @@ def test_event_condition_and_queue_hand_over_between_greenlets_and_threads(patch
         thread.start()
         assert event.wait(5)  # the hub turns while the thread sleeps
         items.put("from the greenlet")
-        greenserve.sleep(0.05)
+        assert got_item.wait(5)  # a greenlet waiting for a thread, again
         with cond:
             seen.append("greenlet")
             cond.notify_all()
@@ -345,6 +348,8 @@ CALLS = [
     ("acquire", (False,), {"timeout": 1}),
     ("acquire", (), {"timeout": -2}),
     ("acquire", (True, 0.01), {}),
+    ("acquire", (True, float("nan")), {}),
+    ("acquire", (), {"timeout": 1e300}),
 ]
 RCALLS = [
     ("acquire", (), {}),
@@ -363,7 +368,7 @@ def _outcomes(lock: Any, calls: List[Any]) -> List[Any]:
     for name, args, kwargs in calls:
         try:
             results.append(getattr(lock, name)(*args, **kwargs))
-        except (RuntimeError, ValueError) as exc:
+        except (RuntimeError, ValueError, OverflowError) as exc:
             results.append(type(exc).__name__)
     return results
 

@@ -291,6 +291,15 @@ class H1Connection:
         self._step_response("retract")
         self._writer = None
 
+    def switch_protocols(self) -> bytes:
+        """The connection leaves HTTP/1.1 after this request (a 101 to an Upgrade, RFC 9110
+        7.8): returns the bytes received after the request head, which belong to the new
+        protocol; nothing more is parsed and the connection is not kept."""
+        trailing = bytes(self._buf)
+        self._buf.clear()
+        self.keep_alive = False
+        return trailing
+
     def start_next_cycle(self) -> None:
         """Reset for the next request on a kept connection."""
         if not self.keep_alive:
