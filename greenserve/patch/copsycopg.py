@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import select
 from typing import Any, Callable, Generator, List, Optional, Tuple
 
@@ -167,13 +168,12 @@ def _psycopg_wait_conn(original: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _patch_psycopg() -> Optional[Undo]:
-    errors: Any = importlib.import_module("psycopg.errors")
-    if not hasattr(errors, "_WaitTimeout"):
-        # Before psycopg 3.2 the wait functions' ``timeout`` was a polling interval, not a
-        # deadline: hooking them would need their other meaning. Left blocking (the README
-        # asks for 3.2 or later).
-        return None
     waiting: Any = importlib.import_module("psycopg.waiting")
+    if "interval" not in inspect.signature(waiting.wait).parameters:
+        # Before psycopg 3.2 the wait functions' ``timeout`` was a polling interval, not a
+        # deadline (3.2 calls it ``interval``; 3.3 adds a ``timeout`` deadline): hooking them
+        # would need the other meaning. Left blocking (the README asks for 3.2 or later).
+        return None
 
     saved = waiting.wait, waiting.wait_conn
     waiting.wait = _psycopg_wait(saved[0])
