@@ -21,7 +21,6 @@ COMPILED = [
     "greenserve/http/h1/headers.py",
     "greenserve/http/wsgi.py",
     "greenserve/http/dates.py",
-    "greenserve/loop/gsocket.py",
 ]
 
 

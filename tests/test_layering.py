@@ -147,12 +147,13 @@ def test_floor_and_circle_detectors():
 
 # -- the floors ---------------------------------------------------------------------------------
 # DESIGN.md: each folder is one subsystem, and imports point down this list only. The option
-# declarations (config/: options, addresses, the TOML file), errors and the version are
-# importable from anywhere; the faces (the package itself, __main__, the command line, testing,
+# declarations (config/: options, addresses, the TOML file), errors, the version and the build
+# are importable from anywhere; the faces (the package itself, __main__, the command line, testing,
 # targetapp, worker) may import anything, and nothing below imports them.
 
 FLOORS = [
-    ("greenserve.errors", 0), ("greenserve._version", 0), ("greenserve.config.options", 0),
+    ("greenserve.errors", 0), ("greenserve._version", 0), ("greenserve._build", 0),
+    ("greenserve.config.options", 0),
     ("greenserve.config.addresses", 0), ("greenserve.loop", 1), ("greenserve.patch", 2),
     ("greenserve.http", 3), ("greenserve.observe", 4), ("greenserve.serving", 5),
     ("greenserve.config", 0), ("greenserve.process", 6),

@@ -26,6 +26,7 @@ import signal
 import sys
 from typing import Any, Callable, Iterator, List, NoReturn, Optional
 
+from .._build import describe
 from .._version import __version__
 from ..config.options import Config
 from ..errors import AppImportError
@@ -107,7 +108,8 @@ def run_in_process(config: Config, load: Callable[[], App], app_name: str,
         with install_stop_handlers(server, on_stop=lambda: notifier.notify("STOPPING=1")):
             # Announced once a stop signal drains: a signal sent on seeing this line is handled.
             for url in server.urls:
-                log.info("greenserve %s listening on %s (app %s)", __version__, url, app_name)
+                log.info("greenserve %s listening on %s (app %s; %s)", __version__, url,
+                         app_name, describe())
             server.hub.call_soon(notifier.notify, "READY=1")
             server.serve_forever()
     finally:
@@ -119,8 +121,8 @@ def run_in_process(config: Config, load: Callable[[], App], app_name: str,
 def log_listening(bound: BoundSockets, config: Config, app_name: str) -> None:
     scheme = "https" if config.certfile else "http"
     for sock in bound.sockets + bound.proxy_sockets:
-        log.info("greenserve %s listening on %s (app %s)", __version__,
-                 socket_url(sock, scheme), app_name)
+        log.info("greenserve %s listening on %s (app %s; %s)", __version__,
+                 socket_url(sock, scheme), app_name, describe())
 
 
 def worker_main(info: WorkerInfo, config: Config, load: Callable[[], App],
