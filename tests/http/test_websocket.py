@@ -260,6 +260,12 @@ def test_websockets_over_tls(serve, tls_files):
 
     server = serve(echo_app, validate=False, certfile=tls_files.cert, keyfile=tls_files.key)
     context = ssl.create_default_context(cafile=tls_files.ca)
+    # TLS 1.2 for this client: the websockets sync client reads its TLS socket in one thread
+    # while another writes, which OpenSSL does not allow; TLS 1.3 session tickets arriving during
+    # a write then garble its stream now and then (0.3-0.6% of connections, the same against
+    # websockets' own server; none with tickets off or with a single-threaded client). TLS 1.3
+    # is covered by tests/http/test_websocket_tls.py, whose client uses one thread.
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
     url = server.url.replace("https://", "wss://") + "/ws"
     with connect(url, ssl=context) as client:
         client.send("secret")
