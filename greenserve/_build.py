@@ -66,11 +66,11 @@ def select() -> str:
     if any(isinstance(finder, _SourceFirst) for finder in sys.meta_path) or BUILD == "compiled":
         return BUILD
     files = [_paths(name) for name in COMPILED]
-    if not all(f["compiled"] for f in files):
-        REASON = "not compiled when installed"
-        return BUILD
     if os.environ.get("GREENSERVE_PURE", "") not in ("", "0"):
         REASON = "GREENSERVE_PURE is set"
+    elif not all(f["compiled"] for f in files):
+        REASON = "not compiled when installed"
+        return BUILD
     elif any(os.path.getmtime(str(f["source"])) > os.path.getmtime(str(f["compiled"]))
              for f in files):
         REASON = "source edited since it was compiled: reinstall to compile again"
