@@ -448,6 +448,19 @@ def certificate(tmp_path_factory) -> Tuple[str, str]:
     return cert, key
 
 
+@pytest.fixture
+def patched() -> Iterator[None]:
+    """What ``greenserve --patch`` does, for the length of one test (the patch's own tests
+    define a stricter one that also checks what ``undo()`` puts back)."""
+    from greenserve import patch
+
+    patch.apply()
+    try:
+        yield
+    finally:
+        patch.undo()
+
+
 # -- real database servers (tests/dbservers.py), one of each per session ------------------------
 
 

@@ -6,28 +6,17 @@ patch). Each with a real client: the `websockets` library's."""
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, List
 
 import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from conftest import wait_until
-from greenserve import patch
 
 
 def ws_url(server: Any, path: str) -> str:
     return server.url.replace("http://", "ws://") + path
-
-
-@pytest.fixture
-def patched() -> Iterator[None]:
-    """What ``greenserve --patch`` does, for the length of one test."""
-    patch.apply()
-    try:
-        yield
-    finally:
-        patch.undo()
 
 
 def gevent_style_app(environ: Dict[str, Any], start_response: Any) -> Any:

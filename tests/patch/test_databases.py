@@ -13,12 +13,11 @@ from __future__ import annotations
 import io
 import queue
 import time
-from typing import Any, Callable, Iterator, List, Tuple
+from typing import Any, Callable, List, Tuple
 
 import pytest
 
 import greenserve
-from greenserve import patch
 
 from burst import burst
 from conftest import run_hub
@@ -29,15 +28,6 @@ DELAY = 0.1
 # room for a loaded machine; the peak of queries in flight at once proves the overlap whatever
 # the machine's speed.
 LIMIT = 1.0  # the figure the feature promises: 200 queries of 0.1 s in under a second
-
-
-@pytest.fixture
-def patched() -> Iterator[None]:
-    patch.apply()
-    try:
-        yield
-    finally:
-        patch.undo()
 
 
 class Pool:
