@@ -57,6 +57,10 @@ class PreambleConnection(Connection):
         self.proxy_protocol = proxy_protocol
         self.prepared = False
 
+    def start(self) -> None:
+        # The PROXY header and the TLS handshake read the first bytes, in the greenlet.
+        self.watch()
+
     def _serve_requests(self) -> bool:
         if not self.prepared and not self._prepare():
             return False

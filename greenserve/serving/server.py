@@ -1,9 +1,15 @@
 """Server: listeners, the accept path, idle connections, graceful stop and statistics.
 
 Strategy:
-- Accepting is a hub callback, not a greenlet: when a listener is readable the hub accepts up to
-  ``ACCEPT_BATCH`` connections and watches each for its first byte. At ``max_connections`` the
-  listener is simply not watched until a connection closes; on EMFILE/ENFILE accepting backs off.
+- Accepting is a hub callback, not a greenlet: when a listener is readable the hub accepts what
+  waits, up to ``ACCEPT_BATCH`` connections, and serves the first ``SERVE_AT_ONCE`` of them at
+  once where the request is already there (``Connection.start``); the others are watched for
+  their first byte. A turn of the loop takes long under load (it answers every ready
+  connection), so the one accept of a turn must empty the listen queue: at 64 a turn, 10,000
+  clients connecting at once were still being accepted seconds later, and a queue that
+  overflows drops SYNs, whose clients wait out TCP's 1 s, 3 s... retransmission timers. At
+  ``max_connections`` the listener is not watched until a connection closes; on EMFILE/ENFILE
+  accepting backs off.
 - Idle connections (new, or kept alive between requests) live in two insertion-ordered dicts,
   one per timeout, so the oldest is always first: a periodic sweep closes expired ones in O(1)
   per connection, with no timer per request.
@@ -48,7 +54,10 @@ from .sessions import WebSocketSessions
 from .stats import Stats
 
 log = logging.getLogger("greenserve.error")
-ACCEPT_BATCH = 64
+ACCEPT_BATCH = 2048  # per turn at most: as deep as the default --backlog
+# Of those, how many are served at once (the rest wait for the next turn): served at once,
+# a client whose connection closes after one response reconnects into the same accept loop.
+SERVE_AT_ONCE = 64
 _c_accept: Callable[[Any], Tuple[int, Any]] = getattr(_socket.socket, "_accept")  # C accept4
 _Socket = socket.socket  # the real class, even if greenserve.patch replaces the module's later
 _NODELAY_INHERITED = sys.platform.startswith("linux")
@@ -287,7 +296,7 @@ class Server(WebSocketSessions):
     def _accept(self, listener: Listener) -> None:
         sock = listener.sock
         family, kind, proto = listener.socket_args
-        for _ in range(ACCEPT_BATCH):
+        for n in range(ACCEPT_BATCH):
             if len(self.connections) >= self.config.max_connections:
                 self._paused.append(listener)
                 return
@@ -305,10 +314,10 @@ class Server(WebSocketSessions):
                     self.hub.call_later(_ACCEPT_BACKOFF[0], self._watch_listener, listener)
                     return
                 continue  # ECONNABORTED and friends: that client is gone, take the next
-            self._adopt(client, peer, listener)
+            self._adopt(client, peer, listener, n < SERVE_AT_ONCE)
         self._watch_listener(listener)
 
-    def _adopt(self, client: socket.socket, peer: Any, listener: Listener) -> None:
+    def _adopt(self, client: socket.socket, peer: Any, listener: Listener, serve: bool) -> None:
         if listener.tcp and not _NODELAY_INHERITED:
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         remote = (peer[0], str(peer[1])) if isinstance(peer, tuple) else None
@@ -323,7 +332,10 @@ class Server(WebSocketSessions):
         if self.metrics is not None:
             self.metrics.connection_opened()
         conn.deadline = conn.started + self.config.header_timeout
-        conn.watch()
+        if serve:
+            conn.start()
+        else:
+            conn.watch()
 
     def connection_closed(self, conn: Connection) -> None:
         self.connections.pop(conn, None)

@@ -60,7 +60,10 @@ class Target:
     def stats(self) -> Dict[str, object]:
         conn = http.client.HTTPConnection(self.host, self.port, timeout=10)
         try:
-            conn.request("GET", "/stats")
+            # Connection: close, so that the server closes this connection itself after the
+            # answer: a kept-alive one would stay open until the server reads its client's FIN,
+            # and a new connection is served at once, maybe before that (counted as open).
+            conn.request("GET", "/stats", headers={"Connection": "close"})
             return json.loads(conn.getresponse().read())  # type: ignore[no-any-return]
         finally:
             conn.close()

@@ -205,3 +205,77 @@ def test_stop_answers_the_first_request_of_a_new_connection_and_closes_a_silent_
     assert not thread.is_alive()
     late.close()
     silent.close()
+
+
+def test_a_new_connection_whose_request_is_there_is_served_at_once():
+    """Clients send their request right after connecting, so it is usually there when the
+    connection is accepted: the accept serves it at once instead of watching the socket and
+    waiting a turn of the loop, and a connection closed after one response never costs a
+    selector registration (Connection: close clients, scenario c of loadtests/bench)."""
+    from greenserve.http.connection import Connection
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    clients = []
+    for _ in range(20):  # connected and sent before the server runs: every request is there
+        client = socket.create_connection(listener.getsockname(), timeout=10)
+        client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        clients.append(client)
+    server = Server(hello, bind="127.0.0.1:1")
+    server.start(sockets=[listener])
+    watched = []
+    hub_watch = server.hub.watch_readable
+
+    def watch_readable(fd, callback):
+        if isinstance(getattr(callback, "__self__", None), Connection):
+            watched.append(fd)
+        hub_watch(fd, callback)
+
+    server.hub.watch_readable = watch_readable
+    thread = run_in_thread(server)
+    try:
+        for client in clients:
+            assert Reader(client).read_response().status == 200
+            client.close()
+        assert watched == []
+        # a client that connects first and sends later is watched, and served when it sends
+        with socket.create_connection(listener.getsockname(), timeout=10) as late:
+            assert wait_until(lambda: len(watched) == 1)
+            late.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert Reader(late).read_response().status == 200
+    finally:
+        server.stop(1)
+        thread.join(10)
+
+
+def test_one_accept_takes_the_whole_listen_queue():
+    """Under load a turn of the loop is long (it answers every ready connection) and accepts
+    once: taking 64 connections a turn, 10,000 clients connecting together waited seconds to
+    be accepted, and an overflowing queue drops SYNs (clients then retry after 1 s, 3 s...)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(512)
+    clients = [socket.create_connection(listener.getsockname(), timeout=10) for _ in range(300)]
+    server = Server(hello, bind="127.0.0.1:1")
+    server.start(sockets=[listener])
+    accepts = []
+    accept = server._accept
+
+    def counted(listener):
+        accepts.append(len(server.connections))
+        accept(listener)
+
+    server._accept = counted
+    thread = run_in_thread(server)
+    try:
+        assert wait_until(lambda: server.statistics()["connections_open"] == 300)
+        assert accepts == [0]  # one call took all 300
+        for client in clients[:3]:  # all of them are served
+            client.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert Reader(client).read_response().status == 200
+    finally:
+        for client in clients:
+            client.close()
+        server.stop(1)
+        thread.join(10)
