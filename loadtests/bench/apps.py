@@ -8,6 +8,8 @@ upstream        one request to the slow upstream (upstream.py) over a plain
                 importing this module (gevent, gunicorn -k gevent, meinheld),
                 a blocked thread under threaded ones (waitress, granian), the
                 whole server under bjoern                                  (e)
+upstream_plain  the same function as upstream, under a name greenserve does not rename:
+                scenario l runs it under every server, greenserve with --patch    (l)
 upstream_green  the same through greenserve.loop.gsocket.GreenSocket, which suspends
                 only the calling greenlet (greenserve does not monkey-patch) (e)
 sink            reads wsgi.input to the end (chunked uploads included) and
@@ -60,6 +62,9 @@ def upstream(environ, start_response):
     finally:
         conn.close()
     return _upstream_answer(start_response, reply)
+
+
+upstream_plain = upstream
 
 
 def upstream_green(environ, start_response):

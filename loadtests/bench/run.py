@@ -24,9 +24,16 @@ Scenarios (metric, better):
   h  100 MiB chunked upload to a sink app, one client          MiB/s, higher
   i  50 MiB file via wsgi.file_wrapper, 4 connections          MiB/s, higher
   j  hello, keep-alive, 10,000 connections (compare with a)    req/s, higher
+  J  p99 latency of (j) (read from j's wrk run)               ms, lower
   k  Flask + SQLAlchemy + PostgreSQL, 200 connections           req/s, higher
      (dbapp.py: one 5 ms query per request through a pool of 20, the same under every server;
      greenserve with --patch, the gevent servers with psycogreen, threaded ones blocking)
+  l  (e) with the app's own socket.create_connection, 1000 conns req/s, higher
+     (the path users take: greenserve with --patch, the gevent servers monkey-patched as in e;
+     e gives greenserve the app that calls GreenSocket itself)
+
+Server greenserve-pure is greenserve with GREENSERVE_PURE=1 (the pure-Python build), for the
+two builds side by side.
 
 Scenario k starts one PostgreSQL server for the whole run (database.py, through
 tests/dbservers.py: Debian's PostgreSQL in a temporary folder on a free port, a table of
@@ -85,18 +92,25 @@ SCENARIOS = {
               conns=4, timeout=30, metric="mib_s", unit="MiB/s", higher=True),
     "j": dict(title="hello, keep-alive, 10,000 conns", kind="wrk", app="hello", conns=10000,
               timeout=10, metric="rps", unit="req/s", higher=True),
+    "J": dict(title="p99 latency of (j)", kind="derived", source="j", app="hello",
+              metric="p99_ms", unit="ms p99", higher=False),
     # patch: the app's libraries block unless the server makes them cooperative (greenserve gets
     # its "patch" arguments; the gevent servers always monkey-patch); database: needs PostgreSQL
     "k": dict(title="Flask + SQLAlchemy + PostgreSQL, 200 conns", kind="wrk", app="dbapp",
               conns=200, timeout=10, patch=True, database=True,
               needs=["flask", "sqlalchemy", "psycopg2"], metric="rps", unit="req/s", higher=True),
+    "l": dict(title="upstream app, socket.create_connection under the patch, 1000 conns",
+              kind="wrk", app="upstream_plain", conns=1000, patch=True, metric="rps",
+              unit="req/s", higher=True),
 }
+DERIVED = {s["source"]: sid for sid, s in SCENARIOS.items() if s["kind"] == "derived"}
 DEFAULT_SCENARIOS = "a,b,c,d,e,f,g"
 FILE_MIB = 50
 
 PY = "{venv}/bin/python"
 LAUNCH = [PY, f"{HERE}/launch.py"]
 # name: command (placeholders {venv} {port} {app}), imports needed in that venv, app renames,
+# extra environment,
 # arguments put before the app for a scenario with patch=True, scenarios it cannot take part in
 # (and why). Non-default settings are explained in launch.py (gevent, waitress, meinheld,
 # bjoern, nginx) and in loadtests/README.md. gunicorn-gthread: one worker with 32 threads, more
@@ -108,6 +122,12 @@ SERVERS = {
              "--backlog", "2048", "--max-connections", "20000", "--keepalive-timeout", "300",
              "bench.apps:{app}"],
         needs=["greenserve"], apps={"upstream": "upstream_green"}, patch=["--patch"]),
+    "greenserve-pure": dict(
+        cmd=[PY, "-m", "greenserve", "--bind", "127.0.0.1:{port}", "--log-level", "warning",
+             "--backlog", "2048", "--max-connections", "20000", "--keepalive-timeout", "300",
+             "bench.apps:{app}"],
+        needs=["greenserve"], apps={"upstream": "upstream_green"}, patch=["--patch"],
+        env={"GREENSERVE_PURE": "1"}),
     "gevent": dict(cmd=LAUNCH + ["gevent", "{port}", "{app}"], needs=["gevent"]),
     "waitress": dict(cmd=LAUNCH + ["waitress", "{port}", "{app}"], needs=["waitress"]),
     "gunicorn": dict(
@@ -132,7 +152,7 @@ SERVERS = {
                   skip={"e": "not WSGI: no upstream app", "h": "not WSGI: no sink app",
                         "k": "not WSGI: no database app"}),
 }
-ORDER = ["greenserve", "gevent", "waitress", "gunicorn", "gunicorn-gthread", "meinheld", "bjoern",
+ORDER = ["greenserve", "greenserve-pure", "gevent", "waitress", "gunicorn", "gunicorn-gthread", "meinheld", "bjoern",
          "granian", "nginx"]
 
 
@@ -405,15 +425,15 @@ class Bench:
         rec = dict(rep=rep, scenario=sid, server=name, port=port, app=app,
                    time=datetime.datetime.now().isoformat(timespec="seconds"),
                    cmd=" ".join(argv), loadavg=open("/proc/loadavg").read().split()[:3])
-        if name == "greenserve":
+        if name.startswith("greenserve"):
             rec["greenserve_src"] = greenserve_digest()
-        if sc["app"] == "upstream":
+        if sc["app"].startswith("upstream"):
             self.ensure_upstream()
         logpath = os.path.join(self.logs, f"{tag}.server.log")
         log = open(logpath, "w")
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, cwd=LOADTESTS, env=self.env,
-                                start_new_session=True)
+                                stdin=subprocess.DEVNULL, cwd=LOADTESTS,
+                                env=dict(self.env, **spec.get("env", {})), start_new_session=True)
         try:
             err = wait_port(port, proc, self.a.ready_timeout)
             if err is None:
@@ -563,7 +583,7 @@ def fmt(x):
 def report(records, ref, scenarios=None, servers=None, heading=None):
     by = {}
     for r in records:
-        sids = [r["scenario"]] + (["g"] if r["scenario"] == "a" else [])
+        sids = [r["scenario"]] + ([DERIVED[r["scenario"]]] if r["scenario"] in DERIVED else [])
         for sid in sids:
             by.setdefault((sid, r["server"]), {})[r["rep"]] = r
     scen = scenarios or [s for s in SCENARIOS if any(k[0] == s for k in by)]
