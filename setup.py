@@ -21,6 +21,10 @@ COMPILED = [
     "greenserve/http/h1/headers.py",
     "greenserve/http/wsgi.py",
     "greenserve/http/dates.py",
+    "greenserve/http/body.py",
+    "greenserve/http/respond.py",
+    "greenserve/http/connection.py",
+    "greenserve/http/preamble.py",
 ]
 
 

@@ -71,3 +71,26 @@ def test_version_names_the_build(pure):
         assert line.endswith("pure Python build (GREENSERVE_PURE is set)"), line
     else:
         assert ("compiled build" in line) or ("pure Python build" in line), line
+
+
+@pytest.mark.parametrize("pure", [False, True])
+def test_a_connection_keeps_no_instance_dict_in_either_build(pure):
+    """The connection's parts (body.py, respond.py) are mypyc traits; interpreted, they are
+    remade with empty __slots__ (http/mixin.py), else every connection, idle ones included,
+    would carry a __dict__ (about 100 bytes more each: scenario f of loadtests/bench)."""
+    env = PURE_ENV if pure else {k: v for k, v in os.environ.items() if k != "GREENSERVE_PURE"}
+    code = ("import json, greenserve, greenserve._build as b; "
+            "from greenserve.http.connection import Connection as C; "
+            "from greenserve.http.preamble import PreambleConnection as P; "
+            "print(json.dumps([b.BUILD, C.__dictoffset__, P.__dictoffset__, "
+            "[k.__name__ for k in C.__mro__]]))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    import json
+
+    build, offset, preamble_offset, mro = json.loads(done.stdout)
+    assert offset == 0 and preamble_offset == 0
+    assert mro == ["Connection", "Responder", "BodyReader", "object"]
+    if pure:
+        assert build == "pure"

@@ -18,6 +18,12 @@ from ..errors import ClientDisconnected, ClientError, RemoteProtocolError
 from ..loop.gsocket import GreenSocket
 from .port import ServerPort
 from .wsgi import Input
+from .mixin import interpreted, slotted
+
+try:
+    from mypy_extensions import trait  # mypyc knows it by this name (see mixin.py)
+except ImportError:  # not installed: nothing was compiled
+    from .mixin import trait
 
 RECV_SIZE = 65536
 GONE = 0  # client_error status meaning "nothing can be sent any more"
@@ -28,19 +34,20 @@ _TINY_PIECES_PER_TURN = 2048
 _SPOOL_MEMORY = 1 << 20  # a buffered chunked request body beyond this goes to a temporary file
 
 
+@trait
 class BodyReader:
     """The request-body half of a connection."""
 
-    if not TYPE_CHECKING:
-        __slots__ = ()  # the connection declares every slot (a mixin's would clash)
     server: ServerPort
     gsock: GreenSocket
     h1: h1.H1Connection
     client_error: Optional[int]
-    body_started: float
+    body_started: Optional[float]  # (a float attribute set in a trait crashes mypyc 2.4)
     body_received: int
     tiny_pieces: int
-    _send: Callable[[bytes], None]  # Responder's
+
+    def _send(self, data: bytes) -> None:  # Responder's (it comes first in the MRO)
+        raise NotImplementedError
 
     def _read_chunk(self) -> bytes:
         """The next piece of request body, b"" at its end. May switch. Raises ClientError."""
@@ -62,7 +69,7 @@ class BodyReader:
                     self._tiny_piece()
                 return data
             if event is not h1.NEED_DATA:
-                self.body_started = 0.0  # the body is over: the next one starts its own clock
+                self.body_started = None  # the body is over: the next one starts its own clock
                 return b""
             try:
                 data = self.gsock.recv(RECV_SIZE, self._body_deadline())
@@ -116,9 +123,11 @@ class BodyReader:
         now = self.server.hub.time()
         if not config.min_body_rate:
             return now + config.body_timeout
-        if not self.body_started:
-            self.body_started, self.body_received = now, 0
-        rate_limit = self.body_started + config.body_timeout + self.body_received / config.min_body_rate
+        started = self.body_started
+        if started is None:
+            started = self.body_started = now
+            self.body_received = 0
+        rate_limit = started + config.body_timeout + self.body_received / config.min_body_rate
         return min(now + config.body_timeout, rate_limit)
 
     def _drain_body(self) -> bool:
@@ -141,3 +150,7 @@ class BodyReader:
         except ClientError:
             pass
         return False
+
+
+if interpreted(__file__):  # a pure-Python connection has no __dict__ (see mixin.py)
+    globals()["BodyReader"] = slotted(BodyReader)

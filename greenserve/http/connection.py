@@ -49,7 +49,7 @@ log = logging.getLogger("greenserve.error")
 DRAIN_QUIET = 1.0
 
 
-class Connection(BodyReader, Responder):
+class Connection(Responder, BodyReader):
     """A client connection. See the module docstring; reading the body is BodyReader's part,
     sending the response Responder's."""
 
@@ -77,7 +77,7 @@ class Connection(BodyReader, Responder):
         self.body_sent = 0
         self.closed = False
         self.deadline = 0.0  # while idle: when the idle connection is closed
-        self.body_started = 0.0  # when this body's first wait for bytes began (0: not yet)
+        self.body_started: Optional[float] = None  # when this body's first wait for bytes began
         self.body_received = 0
         self.tiny_pieces = 0
         self.send_clock: Optional[SendClock] = None  # made by a response's first wait to send

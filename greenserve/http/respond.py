@@ -35,6 +35,12 @@ from ..loop.timers import Timer
 from .h1 import _writers as h1_writers
 from .port import ServerPort
 from .wsgi import FileWrapper, Response, whole_body
+from .mixin import interpreted, slotted
+
+try:
+    from mypy_extensions import trait  # mypyc knows it by this name (see mixin.py)
+except ImportError:  # not installed: nothing was compiled
+    from .mixin import trait
 
 log = logging.getLogger("greenserve.error")
 _SMALL = 16384  # pieces up to this size are joined with the head into one send
@@ -60,11 +66,10 @@ class SendClock:
         self.cutoff = 0.0  # when the last wait's rate deadline falls
 
 
+@trait
 class Responder:
     """The response half of a connection."""
 
-    if not TYPE_CHECKING:
-        __slots__ = ()  # the connection declares every slot (a mixin's would clash)
     server: ServerPort
     gsock: GreenSocket
     h1: h1.H1Connection
@@ -78,8 +83,11 @@ class Responder:
     linger_left: int
     glet: Any
 
-    close: Callable[[], None]  # the connection's
-    client_disconnected: Callable[[], bool]
+    def close(self) -> None:  # the connection's
+        raise NotImplementedError
+
+    def client_disconnected(self) -> bool:  # the connection's
+        raise NotImplementedError
 
     def _must_close(self, response: Response) -> bool:
         """Check the response may start; returns whether the connection must close after it.
@@ -341,6 +349,10 @@ class Responder:
         if timer is not None:
             timer.cancel()
         self.close()
+
+
+if interpreted(__file__):  # a pure-Python connection has no __dict__ (see mixin.py)
+    globals()["Responder"] = slotted(Responder)
 
 
 def _framed(writer: Any, length: int, declared: Optional[int]) -> int:

@@ -1,0 +1,44 @@
+"""The parts of ``Connection`` (body.py's BodyReader, respond.py's Responder) are declared as
+mypyc traits, the one kind of second base class a compiled class may have. Interpreted, a
+trait is a plain class: ``slotted`` remakes it with empty ``__slots__`` (the connection
+declares every slot) so that a pure-Python connection has no ``__dict__``. A slot list in the
+class body itself is what mypy and mypyc cannot take: mypy then refuses the assignments to
+the connection's attributes, and mypyc refuses a conditional statement in a class body.
+
+Use::
+
+    try:
+        from mypy_extensions import trait  # mypyc knows it by this name
+    except ImportError:  # not installed: nothing was compiled
+        from .mixin import trait  # type: ignore[assignment]
+
+    @trait
+    class Part: ...
+
+    if interpreted(__file__):
+        globals()["Part"] = slotted(Part)
+
+(A plain ``if not TYPE_CHECKING:`` block is compiled by mypyc into a RuntimeError, and mypy
+refuses to assign to a class name.)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def trait(cls: Any) -> Any:
+    """What ``mypy_extensions.trait`` does at run time, where it is not installed."""
+    return cls
+
+
+def interpreted(module_file: str) -> bool:
+    """Whether the module whose ``__file__`` this is runs from source (not compiled)."""
+    return module_file.endswith(".py")
+
+
+def slotted(cls: Any) -> Any:
+    """``cls`` made again with ``__slots__ = ()``. Interpreted builds only."""
+    body = {k: v for k, v in vars(cls).items() if k not in ("__dict__", "__weakref__")}
+    body["__slots__"] = ()
+    return type(cls)(cls.__name__, cls.__bases__, body)
