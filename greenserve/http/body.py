@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import tempfile
-from typing import IO, TYPE_CHECKING, Any, Callable, Dict, Optional
+from typing import IO, Any, Dict, Optional
 
 from . import h1
 from ..errors import ClientDisconnected, ClientError, RemoteProtocolError

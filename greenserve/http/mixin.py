@@ -10,7 +10,7 @@ Use::
     try:
         from mypy_extensions import trait  # mypyc knows it by this name
     except ImportError:  # not installed: nothing was compiled
-        from .mixin import trait  # type: ignore[assignment]
+        from .mixin import trait
 
     @trait
     class Part: ...

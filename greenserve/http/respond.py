@@ -26,7 +26,7 @@ import logging
 import os
 import socket
 import stat
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Sequence, Tuple
+from typing import Any, Iterable, Optional, Sequence, Tuple
 
 from . import h1
 from ..errors import ClientDisconnected, ClientError, LocalProtocolError
