@@ -16,14 +16,9 @@ from typing import IO, Any, Dict, Optional
 from . import h1
 from ..errors import ClientDisconnected, ClientError, RemoteProtocolError
 from ..loop.gsocket import GreenSocket
+from .mixin import interpreted, slotted, trait
 from .port import ServerPort
 from .wsgi import Input
-from .mixin import interpreted, slotted
-
-try:
-    from mypy_extensions import trait  # mypyc knows it by this name (see mixin.py)
-except ImportError:  # not installed: nothing was compiled
-    from .mixin import trait
 
 RECV_SIZE = 65536
 GONE = 0  # client_error status meaning "nothing can be sent any more"

@@ -7,10 +7,7 @@ the connection's attributes, and mypyc refuses a conditional statement in a clas
 
 Use::
 
-    try:
-        from mypy_extensions import trait  # mypyc knows it by this name
-    except ImportError:  # not installed: nothing was compiled
-        from .mixin import trait
+    from .mixin import interpreted, slotted, trait
 
     @trait
     class Part: ...
@@ -19,22 +16,28 @@ Use::
         globals()["Part"] = slotted(Part)
 
 (A plain ``if not TYPE_CHECKING:`` block is compiled by mypyc into a RuntimeError, and mypy
-refuses to assign to a class name.)
+refuses to assign to a class name.) This module itself is never compiled.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+if TYPE_CHECKING:
+    from mypy_extensions import trait as trait  # mypyc knows a trait by this name
+else:
+    try:
+        from mypy_extensions import trait
+    except ImportError:  # not installed (a build without mypy): nothing was compiled
 
-def trait(cls: Any) -> Any:
-    """What ``mypy_extensions.trait`` does at run time, where it is not installed."""
-    return cls
+        def trait(cls: Any) -> Any:
+            return cls
 
 
 def interpreted(module_file: str) -> bool:
-    """Whether the module whose ``__file__`` this is runs from source (not compiled)."""
-    return module_file.endswith(".py")
+    """Whether the module whose ``__file__`` this is runs from source or bytecode (a compiled
+    module is an extension: .so, or .pyd on Windows)."""
+    return not module_file.endswith((".so", ".pyd"))
 
 
 def slotted(cls: Any) -> Any:

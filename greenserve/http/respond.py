@@ -33,14 +33,9 @@ from ..errors import ClientDisconnected, ClientError, LocalProtocolError
 from ..loop.gsocket import GreenSocket
 from ..loop.timers import Timer
 from .h1 import _writers as h1_writers
+from .mixin import interpreted, slotted, trait
 from .port import ServerPort
 from .wsgi import FileWrapper, Response, whole_body
-from .mixin import interpreted, slotted
-
-try:
-    from mypy_extensions import trait  # mypyc knows it by this name (see mixin.py)
-except ImportError:  # not installed: nothing was compiled
-    from .mixin import trait
 
 log = logging.getLogger("greenserve.error")
 _SMALL = 16384  # pieces up to this size are joined with the head into one send
