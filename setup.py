@@ -1,6 +1,6 @@
-"""The compiled build: the modules on greenserve's hot path that never switch greenlets are
-compiled to C extensions with mypyc, from the same Python source (it is checked with
-``mypy --strict``). Where that cannot be done (no mypy at build time, no C compiler, or
+"""The compiled build: the modules every request runs through (the parser, the WSGI environ,
+the connection, the hub) are compiled to C extensions with mypyc, from the same Python source
+(it is checked with ``mypy --strict``). Where that cannot be done (no mypy at build time, no C compiler, or
 GREENSERVE_PURE=1 in the environment) the package installs as pure Python and says so in
 one line. At run time GREENSERVE_PURE=1 makes an installed compiled build import the
 Python source instead (greenserve/_build.py).
@@ -25,6 +25,9 @@ COMPILED = [
     "greenserve/http/respond.py",
     "greenserve/http/connection.py",
     "greenserve/http/preamble.py",
+    "greenserve/loop/hub.py",
+    "greenserve/loop/fds.py",
+    "greenserve/loop/timers.py",
 ]
 
 

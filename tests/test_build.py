@@ -76,7 +76,7 @@ def test_version_names_the_build(pure):
 @pytest.mark.parametrize("pure", [False, True])
 def test_a_connection_keeps_no_instance_dict_in_either_build(pure):
     """The connection's parts (body.py, respond.py) are mypyc traits; interpreted, they are
-    remade with empty __slots__ (http/mixin.py), else every connection, idle ones included,
+    remade with empty __slots__ (greenserve/_traits.py), else every connection, idle ones included,
     would carry a __dict__ (about 100 bytes more each: scenario f of loadtests/bench)."""
     env = PURE_ENV if pure else {k: v for k, v in os.environ.items() if k != "GREENSERVE_PURE"}
     code = ("import json, greenserve, greenserve._build as b; "

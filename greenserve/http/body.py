@@ -16,7 +16,7 @@ from typing import IO, Any, Dict, Optional
 from . import h1
 from ..errors import ClientDisconnected, ClientError, RemoteProtocolError
 from ..loop.gsocket import GreenSocket
-from .mixin import interpreted, slotted, trait
+from .._traits import interpreted, slotted, trait
 from .port import ServerPort
 from .wsgi import Input
 
@@ -147,5 +147,5 @@ class BodyReader:
         return False
 
 
-if interpreted(__file__):  # a pure-Python connection has no __dict__ (see mixin.py)
+if interpreted(__file__):  # a pure-Python connection has no __dict__ (see _traits.py)
     globals()["BodyReader"] = slotted(BodyReader)

@@ -33,7 +33,7 @@ from ..errors import ClientDisconnected, ClientError, LocalProtocolError
 from ..loop.gsocket import GreenSocket
 from ..loop.timers import Timer
 from .h1 import _writers as h1_writers
-from .mixin import interpreted, slotted, trait
+from .._traits import interpreted, slotted, trait
 from .port import ServerPort
 from .wsgi import FileWrapper, Response, whole_body
 
@@ -346,7 +346,7 @@ class Responder:
         self.close()
 
 
-if interpreted(__file__):  # a pure-Python connection has no __dict__ (see mixin.py)
+if interpreted(__file__):  # a pure-Python connection has no __dict__ (see _traits.py)
     globals()["Responder"] = slotted(Responder)
 
 

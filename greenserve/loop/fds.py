@@ -13,6 +13,7 @@ import selectors
 import socket
 from typing import Any, Callable, Deque, Dict, Tuple
 
+from .._traits import trait
 from ..errors import BusyResourceError
 
 EVENT_READ = selectors.EVENT_READ
@@ -52,6 +53,7 @@ class FdEntry:
         self.mask = 0
 
 
+@trait
 class FdTable:
     """The fd half of the hub."""
 

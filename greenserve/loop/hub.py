@@ -12,7 +12,8 @@ Strategy:
   is waited on for reading (one epoll_ctl turns "connected" into "waiting for the reply").
 - Other threads and signal handlers only append to a queue and write a byte to a socketpair.
 
-This is the only module that calls greenlet's switch, throw or getcurrent.
+This is the only module that calls greenlet's switch, throw or getcurrent. It is compiled
+(setup.py), so its greenlet type is glet.py's and it tells the watchdog what it does.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 from greenlet import getcurrent, greenlet
 
 from ..errors import BusyResourceError, Cancelled, ClosedResourceError
-from .fds import CLOSED, EVENT_READ, EVENT_WRITE, READY, TIMED_OUT, FdEntry, FdTable, Wake, Waiter
+from .fds import CLOSED, EVENT_READ, EVENT_WRITE, READY, TIMED_OUT, FdEntry, FdTable, Waiter
+from .glet import Task
 from .timers import Timer, TimerHeap
 
 log = logging.getLogger("greenserve.error")
@@ -59,14 +61,6 @@ class _Waiter(Waiter):
 
 
 Parking = _Waiter  # the public name of a waiter made by ``Hub.parking()``
-
-
-class Task(greenlet):
-    """A greenlet made by ``spawn``: runs ``fn`` under the hub, which is its parent."""
-
-    def __init__(self, fn: Callable[..., Any], run: Callable[..., Any], parent: greenlet) -> None:
-        super().__init__(run, parent)
-        self.fn = fn
 
 
 def get_hub() -> "Hub":
@@ -118,7 +112,8 @@ class Hub(FdTable, TimerHeap):
         self._base_context = contextvars.Context()
         self._stopping = False
         self.turns = 0  # loop iterations; a watchdog can read it from another thread
-        self.running: Optional[greenlet] = None  # the task greenlet being run, if any
+        self.running: Optional[greenlet] = None  # the task greenlet being run; None: the loop
+        self.polling = False  # waiting in the selector (the watchdog tells idle from blocked)
         self.switches = 0  # task greenlets started or resumed; a watchdog reads it with turns
 
     # -- running ----------------------------------------------------------------------------
@@ -149,7 +144,12 @@ class Hub(FdTable, TimerHeap):
             timeout = 0
         elif self._timers:
             timeout = max(0.0, self._timers[0].when - self.time())
-        for key, mask in self.selector.select(timeout):
+        self.polling = True
+        try:
+            events = self.selector.select(timeout)
+        finally:
+            self.polling = False
+        for key, mask in events:
             entry: Optional[FdEntry] = key.data
             if entry is None:
                 self._drain_wakeup()
@@ -232,19 +232,23 @@ class Hub(FdTable, TimerHeap):
                 break
         else:
             worker = Task(fn, self._worker_main, self._loop)
-        worker.gr_context = self._base_context.copy()
         previous, self.running = self.running, worker
         self.switches += 1
         try:
-            worker.switch(fn, args)
+            # The worker takes its context itself: a suspended greenlet with no Python frame
+            # (the compiled _worker_main) counts as running for greenlet's gr_context setter.
+            worker.switch(fn, args, self._base_context.copy())
         finally:
             self.running = previous
         return worker
 
-    def _worker_main(self, fn: Callable[..., Any], args: Tuple[Any, ...]) -> None:
+    def _worker_main(
+        self, fn: Callable[..., Any], args: Tuple[Any, ...], context: contextvars.Context,
+    ) -> None:
         worker = getcurrent()
         assert isinstance(worker, Task) and self._loop is not None
         while True:
+            worker.gr_context = context
             worker.fn = fn
             try:
                 fn(*args)
@@ -260,7 +264,7 @@ class Hub(FdTable, TimerHeap):
             # connection, say) until this worker happens to be reused.
             worker.gr_context = contextvars.Context()
             self._workers.append(worker)
-            fn, args = self._loop.switch()
+            fn, args, context = self._loop.switch()
 
     def _new_greenlet(self, fn: Callable[..., Any]) -> Task:
         # Before run(), the parent is the current greenlet: the one that will call run().
@@ -314,14 +318,16 @@ class Hub(FdTable, TimerHeap):
     def current(self) -> greenlet:
         return getcurrent()
 
-    def _suspend(self) -> Wake:
-        """Switch to the loop; return the token we are resumed with. May switch."""
+    def _suspend(self) -> Any:
+        """Switch to the loop; return the value we are resumed with (a ``Wake`` token for the
+        hub's own waits, anything for ``park``). May switch."""
         loop = self._loop
         me = getcurrent()
         if loop is None or me is loop:
             raise RuntimeError("cannot wait in the hub itself or outside a running hub")
+        self.running = None  # the loop runs from here until it resumes a greenlet
         try:
-            result: Wake = loop.switch()
+            result = loop.switch()
         finally:
             self.running = me  # resumed (or thrown into): the watchdog's record of who runs
             self.switches += 1

@@ -6,6 +6,8 @@ from __future__ import annotations
 import heapq
 from typing import Any, Callable, List, Tuple
 
+from .._traits import trait
+
 
 class Timer:
     """A scheduled call; ``cancel()`` is O(1) (the heap drops cancelled entries lazily)."""
@@ -25,13 +27,16 @@ class Timer:
         return self.when < other.when
 
 
+@trait
 class TimerHeap:
     """The timer half of the hub."""
 
     time: Callable[[], float]
     _timers: List[Timer]
     _compact_at: int
-    _call: Callable[[Callable[..., Any], Tuple[Any, ...]], None]
+
+    def _call(self, fn: Callable[..., Any], args: Tuple[Any, ...]) -> None:
+        raise NotImplementedError  # the hub's
 
     def call_at(self, when: float, fn: Callable[..., Any], *args: Any) -> Timer:
         """Run ``fn(*args)`` in the hub at monotonic time ``when``. Returns the timer;

@@ -2,9 +2,9 @@
 
 Strategy: every quarter of ``block_threshold`` a daemon thread reads the hub's counters of
 turns and of greenlet switches (``Hub.turns``, ``Hub.switches``). When neither has moved for
-longer than the threshold and the hub's thread is not idle in its selector (its innermost frame
-is not the selector's ``select`` called by ``Hub._turn``), one piece of code, a greenlet or a hub
-callback, has run all that time without waiting, and every other request is stuck behind it.
+longer than the threshold and the hub is not idle in its selector (``Hub.polling``), one piece
+of code, a greenlet or a hub callback, has run all that time without waiting, and every other
+request is stuck behind it. (The hub says so itself: compiled, it has no Python frames to read.)
 The watchdog then logs, once per incident, the stack of that thread (``sys._current_frames``:
 with greenlets it is the stack of the greenlet that runs) and names it from the hub's record
 (``Hub.running``), and counts the incident. A long turn spent running many greenlets that each
@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 import traceback
-from types import CodeType, FrameType
+from types import FrameType
 from typing import Any, Callable, Optional
 
 from .hub import Hub
@@ -46,10 +46,6 @@ class Watchdog:
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._hub_thread = 0
-        self._select_code: Optional[CodeType] = getattr(
-            type(hub.selector).select, "__code__", None)
-        self._turn_code: CodeType = Hub._turn.__code__
-        self._run_code: CodeType = Hub.run.__code__
 
     def start(self) -> None:
         """Start watching the hub of the calling thread."""
@@ -87,7 +83,7 @@ class Watchdog:
             if reported or now - since <= self.threshold:
                 continue
             frame = sys._current_frames().get(self._hub_thread)
-            if frame is None or self._idle(frame):
+            if frame is None or self.hub.polling:
                 since = now  # waiting for events is not being blocked
                 continue
             reported = True
@@ -100,27 +96,20 @@ class Watchdog:
     def _moves(self) -> int:
         return self.hub.turns + self.hub.switches
 
-    def _idle(self, frame: FrameType) -> bool:
-        back = frame.f_back
-        return (frame.f_code is self._select_code and back is not None
-                and back.f_code is self._turn_code)
-
     def _report(self, frame: FrameType, blocked: float) -> None:
         stack = "".join(traceback.format_stack(frame, limit=MAX_FRAMES))
         log.warning(
             "the event loop has not turned for %.3f s (block_threshold %s s): %s runs without "
             "waiting, so every other request waits. Make its blocking calls cooperative "
             "(greenserve.patch, greenserve.run_in_thread) or shorter. Its stack, innermost "
-            "last:\n%s", blocked, self.threshold, self._who(frame), stack.rstrip("\n"),
+            "last:\n%s", blocked, self.threshold, self._who(), stack.rstrip("\n"),
         )
 
-    def _who(self, frame: Optional[FrameType]) -> str:
+    def _who(self) -> str:
         """Name what runs: the hub's own loop, or the greenlet the hub last switched to."""
-        while frame is not None:
-            if frame.f_code is self._run_code:
-                return "the hub's loop (a callback)"
-            frame = frame.f_back
         running: Any = self.hub.running
+        if running is None:
+            return "the hub's loop (a callback)"
         fn = getattr(running, "fn", None)
         name = getattr(fn, "__qualname__", None) or repr(fn if fn is not None else running)
         return f"the greenlet running {name}"

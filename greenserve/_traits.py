@@ -1,5 +1,6 @@
-"""The parts of ``Connection`` (body.py's BodyReader, respond.py's Responder) are declared as
-mypyc traits, the one kind of second base class a compiled class may have. Interpreted, a
+"""What compiled classes are declared with. The parts of ``Connection`` (body.py's BodyReader,
+respond.py's Responder) and of ``Hub`` (fds.py's FdTable, timers.py's TimerHeap) are mypyc
+traits, the one kind of second base class a compiled class may have. Interpreted, a
 trait is a plain class: ``slotted`` remakes it with empty ``__slots__`` (the connection
 declares every slot) so that a pure-Python connection has no ``__dict__``. A slot list in the
 class body itself is what mypy and mypyc cannot take: mypy then refuses the assignments to
@@ -7,7 +8,7 @@ the connection's attributes, and mypyc refuses a conditional statement in a clas
 
 Use::
 
-    from .mixin import interpreted, slotted, trait
+    from .._traits import interpreted, slotted, trait
 
     @trait
     class Part: ...
@@ -16,7 +17,11 @@ Use::
         globals()["Part"] = slotted(Part)
 
 (A plain ``if not TYPE_CHECKING:`` block is compiled by mypyc into a RuntimeError, and mypy
-refuses to assign to a class name.) This module itself is never compiled.
+refuses to assign to a class name.) A method that a trait's code calls but the class defines is
+declared in the trait as a method that raises NotImplementedError, not as an annotated
+attribute: mypyc reads an annotation as a field, which the method would never fill.
+``mypyc_attr`` passes mypyc's class options through (a stand-in where mypy is not installed).
+This module itself is never compiled.
 """
 
 from __future__ import annotations
@@ -24,14 +29,18 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from mypy_extensions import trait as trait  # mypyc knows a trait by this name
+    from mypy_extensions import mypyc_attr as mypyc_attr  # mypyc knows them by these names
+    from mypy_extensions import trait as trait
 else:
     try:
-        from mypy_extensions import trait
+        from mypy_extensions import mypyc_attr, trait
     except ImportError:  # not installed (a build without mypy): nothing was compiled
 
         def trait(cls: Any) -> Any:
             return cls
+
+        def mypyc_attr(*attrs: str, **kwattrs: object) -> Any:
+            return lambda cls: cls
 
 
 def interpreted(module_file: str) -> bool:
