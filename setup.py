@@ -28,6 +28,7 @@ COMPILED = [
     "greenserve/loop/hub.py",
     "greenserve/loop/fds.py",
     "greenserve/loop/timers.py",
+    "greenserve/loop/gsocket.py",
 ]
 
 

@@ -21,6 +21,7 @@ import termios
 import _socket
 from typing import Any, BinaryIO, List, Optional, Protocol, Sequence, Tuple, Union
 
+from .._traits import mypyc_attr
 from .hub import Hub, get_hub
 from .threadpool import getaddrinfo
 
@@ -76,6 +77,7 @@ _SOL_SOCKET, _SO_ERROR = int(socket.SOL_SOCKET), int(socket.SO_ERROR)
 _FIONREAD = termios.FIONREAD
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # TLS's GreenSSLSocket
 class GreenSocket:
     """A non-blocking socket driven by a hub. Methods that may switch say so."""
 
