@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import List, NamedTuple, Optional, Union
+from typing import Dict, List, NamedTuple, Optional, Tuple, Union
 
 from ...errors import RemoteProtocolError
 from . import _abnf
@@ -33,6 +33,15 @@ _MAX_LEADING_CRLF = 8
 _PEEK = 64  # bytes of an incomplete head checked for a request line that cannot be valid
 # NamedTuple construction without the generated Python-level __new__ (hot path).
 _new_request = functools.partial(tuple.__new__, Request)
+# Lines already found valid, with what they parsed into: clients send the same request and
+# header lines again and again (a keep-alive connection, a browser, a load balancer's probe),
+# and a dict lookup costs far less than the grammar's regular expressions. The same bytes
+# always parse the same way, so nothing is loosened; only short lines are kept, and a full
+# cache is emptied, so a client that sends only new lines costs a lookup and no memory.
+_SEEN_MAX = 512
+_SEEN_LINE = 256
+_seen_fields: Dict[bytes, Tuple[bytes, bytes]] = {}
+_seen_request_lines: Dict[bytes, Tuple[bytes, bytes, bytes]] = {}
 
 
 class Limits(NamedTuple):
@@ -57,15 +66,22 @@ def parse_fields(lines: list[bytes], limit: int) -> Headers:
     if len(lines) > limit:
         raise RemoteProtocolError("too many header fields", 431)
     fields = []
-    match = _abnf.FIELD_LINE.fullmatch
+    seen = _seen_fields
     for line in lines:
-        m = match(line)
-        if m is None:
-            if line[:1] in (b" ", b"\t"):
-                raise RemoteProtocolError("obsolete line folding is not accepted")
-            raise RemoteProtocolError("invalid header field line")
-        name, value = m.groups()
-        fields.append((name.lower(), value))
+        field = seen.get(line)
+        if field is None:
+            m = _abnf.FIELD_LINE.fullmatch(line)
+            if m is None:
+                if line[:1] in (b" ", b"\t"):
+                    raise RemoteProtocolError("obsolete line folding is not accepted")
+                raise RemoteProtocolError("invalid header field line")
+            name, value = m.groups()
+            field = (name.lower(), value)
+            if len(line) <= _SEEN_LINE:
+                if len(seen) >= _SEEN_MAX:
+                    seen.clear()
+                seen[line] = field
+        fields.append(field)
     return tuple(fields)
 
 
@@ -105,6 +121,18 @@ def _refuse_bad_start(start: bytes, limits: Limits) -> None:
 
 def parse_request_line(line: bytes, limits: Limits) -> tuple[bytes, bytes, bytes]:
     """Return (method, target, version). Raises 400, 414 or 505."""
+    parsed = _seen_request_lines.get(line)
+    if parsed is not None:
+        return parsed
+    parsed = _parse_request_line(line, limits)
+    if len(line) <= _SEEN_LINE:
+        if len(_seen_request_lines) >= _SEEN_MAX:
+            _seen_request_lines.clear()
+        _seen_request_lines[line] = parsed
+    return parsed
+
+
+def _parse_request_line(line: bytes, limits: Limits) -> tuple[bytes, bytes, bytes]:
     m = _abnf.REQUEST_LINE.fullmatch(line)
     if m is None:
         if len(line) > limits.max_request_line:

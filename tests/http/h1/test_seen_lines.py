@@ -1,0 +1,77 @@
+"""The parser keeps the short request and header lines it has found valid, with what they parsed
+into, so that a client repeating itself (every request of a keep-alive connection, a load
+balancer's probe) skips the grammar's regular expressions. The same bytes always parse the same
+way; these tests check that the shortcut changes no outcome and that its memory is bounded
+whatever a client sends.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from greenserve.http.h1 import H1Connection, RemoteProtocolError, Request
+from greenserve.http.h1 import _readers
+
+
+def head(raw: bytes) -> Request:
+    conn = H1Connection()
+    conn.receive_data(raw)
+    event = conn.next_event()
+    assert isinstance(event, Request), event
+    return event
+
+
+def refusal(raw: bytes) -> int:
+    conn = H1Connection()
+    conn.receive_data(raw)
+    with pytest.raises(RemoteProtocolError) as info:
+        conn.next_event()
+    return info.value.status_hint
+
+
+REQUEST = (b"GET /seen?x=1 HTTP/1.1\r\nHost: example.com\r\nX-Seen-Test: a  b \r\n"
+           b"Accept:*/*\r\n\r\n")
+
+
+def test_a_request_parsed_again_from_the_kept_lines_is_the_same_request():
+    _readers._seen_fields.clear()
+    _readers._seen_request_lines.clear()
+    first = head(REQUEST)
+    assert b"X-Seen-Test: a  b " in _readers._seen_fields
+    assert b"GET /seen?x=1 HTTP/1.1" in _readers._seen_request_lines
+    again = head(REQUEST)
+    assert again == first
+    assert first.headers == ((b"host", b"example.com"), (b"x-seen-test", b"a  b"),
+                             (b"accept", b"*/*"))
+    assert (first.method, first.target, first.http_version) == (b"GET", b"/seen?x=1", b"1.1")
+
+
+def test_a_kept_line_is_found_under_its_exact_bytes_only():
+    head(b"GET / HTTP/1.1\r\nHost: a\r\nX-Case: v\r\n\r\n")
+    # The same field in other bytes is parsed on its own (and the name is still lower-cased).
+    assert head(b"GET / HTTP/1.1\r\nHost: a\r\nx-CASE:v\r\n\r\n").headers[1] == (b"x-case", b"v")
+    # Nor does a kept valid line make a near copy valid.
+    assert refusal(b"GET / HTTP/1.1\r\nHost: a\r\nX-Case : v\r\n\r\n") == 400
+    assert refusal(b"GET / HTTP/1.1\r\nHost: a\r\n X-Case: v\r\n\r\n") == 400
+    assert refusal(b"GET /  HTTP/1.1\r\nHost: a\r\n\r\n") == 400
+
+
+def test_an_invalid_line_stays_invalid_when_sent_again():
+    bad = b"GET / HTTP/1.1\r\nHost: a\r\nX-Bad: \x01\r\n\r\n"
+    assert refusal(bad) == 400
+    assert refusal(bad) == 400
+    assert all(b"\x01" not in line for line in _readers._seen_fields)
+    assert refusal(b"GET / HTTP/2.0\r\nHost: a\r\n\r\n") == 505
+    assert refusal(b"GET / HTTP/2.0\r\nHost: a\r\n\r\n") == 505
+
+
+def test_the_kept_lines_are_bounded_in_number_and_length():
+    for i in range(3 * _readers._SEEN_MAX):
+        head(b"GET /%d HTTP/1.1\r\nHost: a\r\nX-N: %d\r\n\r\n" % (i, i))
+    assert len(_readers._seen_fields) <= _readers._SEEN_MAX
+    assert len(_readers._seen_request_lines) <= _readers._SEEN_MAX
+    long_value = b"v" * (2 * _readers._SEEN_LINE)
+    request = head(b"GET /long HTTP/1.1\r\nHost: a\r\nX-Long: " + long_value + b"\r\n\r\n")
+    assert request.headers[1] == (b"x-long", long_value)
+    assert all(len(line) <= _readers._SEEN_LINE for line in _readers._seen_fields)
+    assert all(len(line) <= _readers._SEEN_LINE for line in _readers._seen_request_lines)
