@@ -11,7 +11,6 @@ Strategy:
   nobody waiting drops the interest then. A leftover WRITE interest is dropped as soon as the fd
   is waited on for reading (one epoll_ctl turns "connected" into "waiting for the reply").
 - Other threads and signal handlers only append to a queue and write a byte to a socketpair.
-
 This is the only module that calls greenlet's switch, throw or getcurrent. It is compiled
 (setup.py), so its greenlet type is glet.py's and it tells the watchdog what it does.
 """
@@ -235,19 +234,19 @@ class Hub(FdTable, TimerHeap):
         previous, self.running = self.running, worker
         self.switches += 1
         try:
-            # The worker takes its context itself: a suspended greenlet with no Python frame
-            # (the compiled _worker_main) counts as running for greenlet's gr_context setter.
-            worker.switch(fn, args, self._base_context.copy())
+            # A job is a list the worker empties (a new worker's run arguments keep its first);
+            # the worker sets its context itself (greenlet refuses to on a frameless greenlet).
+            worker.switch([fn, args, self._base_context.copy()])
         finally:
             self.running = previous
         return worker
 
-    def _worker_main(
-        self, fn: Callable[..., Any], args: Tuple[Any, ...], context: contextvars.Context,
-    ) -> None:
+    def _worker_main(self, job: List[Any]) -> None:
         worker = getcurrent()
         assert isinstance(worker, Task) and self._loop is not None
         while True:
+            fn, args, context = job
+            job.clear()
             worker.gr_context = context
             worker.fn = fn
             try:
@@ -256,15 +255,16 @@ class Hub(FdTable, TimerHeap):
                 pass
             except Exception:
                 log.exception("unhandled error in greenlet %r", fn)
+            self.running = None  # the loop runs next (the watchdog's record)
             if self._stopping or len(self._workers) >= MAX_IDLE_WORKERS:
                 return
-            worker.fn = _noop
-            # Idle, it must not keep the finished job's context alive: that holds every
-            # contextvar and patched threading.local value of the last request (a database
-            # connection, say) until this worker happens to be reused.
-            worker.gr_context = contextvars.Context()
+            # Idle, it holds neither the job nor its context (every contextvar and patched
+            # threading.local value of the last request: a database connection, say).
+            worker.fn = fn = _noop
+            args, context = (), contextvars.Context()
+            worker.gr_context = context
             self._workers.append(worker)
-            fn, args, context = self._loop.switch()
+            job = self._loop.switch()
 
     def _new_greenlet(self, fn: Callable[..., Any]) -> Task:
         # Before run(), the parent is the current greenlet: the one that will call run().
@@ -292,6 +292,7 @@ class Hub(FdTable, TimerHeap):
             pass
         except Exception:
             log.exception("unhandled error in greenlet %r", fn)
+        self.running = None  # the loop runs next
 
     def kill(self, glet: greenlet, exc: Optional[BaseException] = None) -> None:
         """Throw ``exc`` (default Cancelled) into ``glet`` on the next turn. A greenlet that has
@@ -443,7 +444,6 @@ class Hub(FdTable, TimerHeap):
             raise TimeoutError("timed out")
         if token is CLOSED:
             raise ClosedResourceError(f"fd {fd} was closed while waiting")
-
 
 
 def _noop(*args: Any) -> None:

@@ -816,3 +816,28 @@ def test_an_idle_pooled_worker_lets_go_of_its_last_jobs_context():
         assert held and held[0]() is None, "an idle worker still holds the request's context"
 
     run_hub(main)
+
+
+def test_an_idle_pooled_worker_lets_go_of_the_context_it_was_given():
+    """The same for a job that uses the context start_now gave it, without new_context (the
+    first request of a connection): the idle worker keeps neither that context nor the job."""
+    import weakref
+
+    held: List[Any] = []
+
+    def job(hub: Hub, payload: _Held) -> None:
+        _request_value.set(_Held())
+        held.append(weakref.ref(_request_value.get()))
+        hub.sleep(0.01)
+
+    def main(hub: Hub) -> None:
+        payload = _Held()
+        held.append(weakref.ref(payload))
+        hub.call_soon(hub.start_now, job, hub, payload)
+        del payload
+        hub.sleep(0.1)
+        assert hub._workers, "the worker was not pooled"
+        assert len(held) == 2 and held[1]() is None, "an idle worker holds the job's context"
+        assert held[0]() is None, "an idle worker holds the job's arguments"
+
+    run_hub(main)

@@ -99,6 +99,24 @@ def test_a_blocking_hub_callback_is_reported_as_the_loop(serve, caplog):
     assert server.statistics()["blocked_loop_incidents"] >= 1
 
 
+def test_a_hub_callback_blocking_after_requests_that_waited_is_reported_as_the_loop(serve, caplog):
+    """The hub's record of who runs is the loop again once a request ends, also one that was
+    resumed from a wait (a finished greenlet is not named for the loop's own block)."""
+
+    def waiting_app(environ, start_response):
+        greenserve.sleep(0.01)
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+        return [b"ok"]
+
+    server = serve(waiting_app, block_threshold=0.05)
+    for _ in range(3):
+        assert requests.get(server.url, timeout=10).text == "ok"
+    with caplog.at_level(logging.WARNING, logger="greenserve.error"):
+        server.server.hub.call_soon_threadsafe(time.sleep, 0.3)
+        assert wait_until(lambda: reports(caplog, "the hub's loop (a callback)"))
+    assert not reports(caplog, "the greenlet running")
+
+
 def test_block_threshold_zero_turns_the_watchdog_off(serve):
     server = serve(busy_app, block_threshold=0)
     assert server.server.watchdog is None

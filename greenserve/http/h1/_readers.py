@@ -36,10 +36,12 @@ _new_request = functools.partial(tuple.__new__, Request)
 # Lines already found valid, with what they parsed into: clients send the same request and
 # header lines again and again (a keep-alive connection, a browser, a load balancer's probe),
 # and a dict lookup costs far less than the grammar's regular expressions. The same bytes
-# always parse the same way, so nothing is loosened; only short lines are kept, and a full
-# cache is emptied, so a client that sends only new lines costs a lookup and no memory.
+# always parse the same way, so nothing is loosened. Only short lines are kept, a full cache
+# is emptied (a client that sends only new lines costs a lookup, and a bounded memory), and no
+# credentials are kept beyond their request.
 _SEEN_MAX = 512
 _SEEN_LINE = 256
+_PRIVATE = re.compile(rb"(?i)(?:cookie|authorization|proxy-authorization):")
 _seen_fields: Dict[bytes, Tuple[bytes, bytes]] = {}
 _seen_request_lines: Dict[bytes, Tuple[bytes, bytes, bytes]] = {}
 
@@ -77,7 +79,7 @@ def parse_fields(lines: list[bytes], limit: int) -> Headers:
                 raise RemoteProtocolError("invalid header field line")
             name, value = m.groups()
             field = (name.lower(), value)
-            if len(line) <= _SEEN_LINE:
+            if len(line) <= _SEEN_LINE and _PRIVATE.match(line) is None:
                 if len(seen) >= _SEEN_MAX:
                     seen.clear()
                 seen[line] = field

@@ -65,6 +65,15 @@ def test_an_invalid_line_stays_invalid_when_sent_again():
     assert refusal(b"GET / HTTP/2.0\r\nHost: a\r\n\r\n") == 505
 
 
+def test_credentials_are_not_kept():
+    request = head(b"GET / HTTP/1.1\r\nHost: a\r\nCookie: s=1\r\nAUTHORIZATION: Basic eDp5\r\n"
+                   b"Proxy-Authorization: Basic eDp5\r\n\r\n")
+    assert [name for name, _ in request.headers] == [
+        b"host", b"cookie", b"authorization", b"proxy-authorization"]
+    assert not [line for line in _readers._seen_fields
+                if line.lower().startswith((b"cookie", b"authorization", b"proxy-authorization"))]
+
+
 def test_the_kept_lines_are_bounded_in_number_and_length():
     for i in range(3 * _readers._SEEN_MAX):
         head(b"GET /%d HTTP/1.1\r\nHost: a\r\nX-N: %d\r\n\r\n" % (i, i))
