@@ -28,11 +28,12 @@ def green_pair(hub: Hub) -> Tuple[GreenSocket, GreenSocket]:
     return GreenSocket(a, hub), GreenSocket(b, hub)
 
 
-def tcp_pair(hub: Hub) -> Tuple[GreenSocket, GreenSocket]:
-    """A connected TCP pair over loopback: (client, server side), both green."""
+def tcp_pair(hub: Hub, client_type: Any = GreenSocket) -> Tuple[Any, GreenSocket]:
+    """A connected TCP pair over loopback: (client, server side), both green; the client of
+    ``client_type`` (a GreenSocket subclass)."""
     listener = GreenSocket(socket.create_server(("127.0.0.1", 0)), hub)
     try:
-        client = GreenSocket.connect(listener.sock.getsockname(), timeout=5)
+        client = client_type.connect(listener.sock.getsockname(), timeout=5)
         conn, _ = listener.accept()
     finally:
         listener.close()
@@ -72,16 +73,6 @@ class CountingSocket(GreenSocket):
         self.writable_waits += 1
         super()._wait_writable(timeout, done)
 
-
-def counting_pair(hub: Hub) -> Tuple[CountingSocket, GreenSocket]:
-    """tcp_pair with a client that counts its waits to send."""
-    listener = GreenSocket(socket.create_server(("127.0.0.1", 0)), hub)
-    try:
-        client = CountingSocket.connect(listener.sock.getsockname(), timeout=5)
-        conn, _ = listener.accept()
-    finally:
-        listener.close()
-    return client, GreenSocket(conn, hub)
 
 
 # -- receiving ----------------------------------------------------------------------------------
@@ -167,7 +158,7 @@ def test_sendall_50_mib_to_a_slow_reader_arrives_intact():
         gs.shutdown(socket.SHUT_WR)
 
     def main(hub: Hub) -> Tuple[int, str, int]:
-        client, server = counting_pair(hub)
+        client, server = tcp_pair(hub, CountingSocket)
         client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
         try:
             hub.spawn(writer, client)
@@ -242,7 +233,7 @@ def test_sendall_parts_sends_every_part_in_order():
         gs.shutdown(socket.SHUT_WR)
 
     def main(hub: Hub) -> Tuple[int, str, int]:
-        client, server = counting_pair(hub)
+        client, server = tcp_pair(hub, CountingSocket)
         client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
         try:
             hub.spawn(writer, client)
