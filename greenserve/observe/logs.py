@@ -147,9 +147,13 @@ class AccessLog:
             if not self._dropping:
                 self._dropping = True
                 error_log.warning("access log: %d lines wait to be written; dropping lines "
-                                  "until they are (%d dropped so far)", QUEUE_LINES, self.dropped)
+                                  "until they are (%d dropped so far)", self._queue.maxsize,
+                                  self.dropped)
             return
-        self._dropping = False
+        # One incident lasts until the writer has caught up to half the queue: a writer that
+        # frees a slot now and then, just behind the server, would otherwise warn per slot.
+        if self._dropping and self._queue.qsize() <= self._queue.maxsize // 2:
+            self._dropping = False
 
     def close(self) -> None:
         """Write what is queued (for up to CLOSE_TIMEOUT seconds), end the writer thread and

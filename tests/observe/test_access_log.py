@@ -11,7 +11,9 @@ import os
 import re
 import select
 import socket
+import struct
 import sys
+import termios
 import threading
 import time
 
@@ -24,6 +26,7 @@ from conftest import Proc, Reader, connect, run_to_end, wait_until
 from support import COMBINED, lines_of
 
 F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # Linux; fcntl names it from Python 3.10
+F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
 PIECE = 65536
 
 
@@ -168,8 +171,18 @@ class StalledPipe:
         self._thread.join(10)
         self._stop.clear()
 
+    def fill(self):
+        """Fill what the pipe holds with one filler line, so that the next line written blocks
+        at once (call it while nothing else writes)."""
+        room = fcntl.fcntl(self.w, F_GETPIPE_SZ) - _unread(self.r)
+        os.write(self.w, b"#" * (room - 1) + b"\n")
+
     def lines(self):
-        return self.text.decode().splitlines()
+        return [line for line in self.text.decode().splitlines() if not line.startswith("#")]
+
+
+def _unread(fd):
+    return struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
 
 
 def keep_alive_requests(server, count, path=b"/"):
@@ -190,8 +203,12 @@ def test_a_stalled_output_drops_lines_instead_of_stopping_the_server(
     caplog.set_level(logging.WARNING, logger="greenserve.error")
     server = serve(app, access_log="-")
     try:
+        # The pipe is full before the first line, so the writer blocks on that line and stays
+        # blocked: one incident. (With the pipe filling as the requests come, the writer could
+        # run a while after the queue was first full, and its progress was timing's to decide.)
+        pipe.fill()
         started = time.monotonic()
-        keep_alive_requests(server, 200)  # ~40 lines fill the pipe, 20 the queue
+        keep_alive_requests(server, 200)  # the writer holds the first line, 20 fill the queue
         assert time.monotonic() - started < 30
         stats = server.statistics()
         assert stats["requests_total"] == 200 and stats["access_log_dropped"] > 0
@@ -206,6 +223,7 @@ def test_a_stalled_output_drops_lines_instead_of_stopping_the_server(
         assert wait_until(lambda: any("GET /after " in line for line in pipe.lines()), 10)
         assert server.statistics()["access_log_dropped"] == dropped
         pipe.stop_draining()  # a second stall is a second incident
+        pipe.fill()
         keep_alive_requests(server, 200)
         assert len([r for r in caplog.records if "dropping lines" in r.getMessage()]) == 2
     finally:
@@ -215,6 +233,60 @@ def test_a_stalled_output_drops_lines_instead_of_stopping_the_server(
         out.close()
         pipe.stop_draining()
         os.close(pipe.r)
+
+
+class GatedSink(logging.Handler):
+    """An access-log output that writes a line only when the test opens the gate for it."""
+
+    def __init__(self):
+        super().__init__()
+        self.gate = threading.Semaphore(0)
+        self.started = 0  # lines the writer has begun to write
+
+    def emit(self, record):
+        self.started += 1
+        assert self.gate.acquire(timeout=10)
+
+
+def test_a_writer_that_frees_a_slot_now_and_then_is_still_one_incident(monkeypatch, caplog):
+    """Once the queue is full, a writer that catches up one line at a time lets one put in and
+    drops the next: that is the same incident, warned once, until the writer is back to half
+    the queue (it warned once per freed slot before)."""
+    sink = GatedSink()
+    monkeypatch.setattr(greenserve.observe.logs, "open_target", lambda target: sink)
+    monkeypatch.setattr(greenserve.observe.logs, "QUEUE_LINES", 4)
+    caplog.set_level(logging.WARNING, logger="greenserve.error")
+    log = greenserve.observe.logs.AccessLog("-")
+
+    def line():
+        log.write_rejected("127.0.0.1", "http", 400, 0, 0.0)
+
+    def warnings():
+        return len([r for r in caplog.records if "dropping lines" in r.getMessage()])
+
+    try:
+        line()
+        assert wait_until(lambda: sink.started == 1, 10)  # the writer holds line 1
+        for _ in range(5):
+            line()  # four queued, the fifth dropped
+        assert (log.dropped, warnings()) == (1, 1)
+        sink.gate.release()  # line 1 written: the writer takes line 2, one slot is free
+        assert wait_until(lambda: sink.started == 2, 10)
+        line()  # queued
+        line()  # dropped: the same incident
+        assert (log.dropped, warnings()) == (2, 1)
+        for _ in range(5):  # lines 2 to 6 written: the writer caught up
+            sink.gate.release()
+        assert wait_until(lambda: sink.started == 6 and log._queue.qsize() == 0, 10)
+        line()  # the incident is over
+        assert wait_until(lambda: sink.started == 7, 10)
+        for _ in range(5):
+            line()
+        assert (log.dropped, warnings()) == (3, 2)  # a new incident, a new warning
+    finally:
+        for _ in range(20):
+            sink.gate.release()
+        log.close()
 
 
 def test_a_stdout_pipe_nobody_reads_does_not_stop_the_server(run):
