@@ -71,6 +71,25 @@ def _content_length(values: list[bytes], max_body: int) -> int:
     return int(value)
 
 
+# Host values found valid (as the parser keeps lines, see _readers): a server hears the same few
+# names again and again, and a set lookup costs far less than the grammar's expression. Only
+# short values are kept; a full set is emptied.
+_HOSTS_MAX = 256
+_HOST_LEN = 256
+_valid_hosts: set[bytes] = set()
+
+
+def _check_host_value(value: bytes) -> None:
+    if value in _valid_hosts:
+        return
+    if _abnf.HOST.fullmatch(value) is None:
+        raise RemoteProtocolError("invalid Host header")
+    if len(value) <= _HOST_LEN:
+        if len(_valid_hosts) >= _HOSTS_MAX:
+            _valid_hosts.clear()
+        _valid_hosts.add(value)
+
+
 def _check_host(values: list[bytes], http11: bool) -> None:
     # RFC 9112 3.2: a server MUST respond 400 to an HTTP/1.1 request without Host, with more
     # than one Host field line, or with an invalid Host value.
@@ -78,8 +97,8 @@ def _check_host(values: list[bytes], http11: bool) -> None:
         raise RemoteProtocolError("repeated Host header")
     if http11 and not values:
         raise RemoteProtocolError("missing Host header")
-    if values and not _abnf.HOST.fullmatch(values[0]):
-        raise RemoteProtocolError("invalid Host header")
+    if values:
+        _check_host_value(values[0])
 
 
 _FRAMING_FIELDS = frozenset(
@@ -98,8 +117,7 @@ def analyse(headers: Headers, http11: bool, max_body: int) -> HeadInfo:
     special = [field for field in headers if field[0] in _FRAMING_FIELDS]
     if http11 and len(special) == 1 and special[0][0] == b"host":
         # The usual request: only a Host among the fields that matter here.
-        if _abnf.HOST.fullmatch(special[0][1]) is None:
-            raise RemoteProtocolError("invalid Host header")
+        _check_host_value(special[0][1])
         return _PLAIN
     cl: list[bytes] = []
     te: list[bytes] = []

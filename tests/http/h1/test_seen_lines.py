@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from greenserve.http.h1 import H1Connection, RemoteProtocolError, Request
-from greenserve.http.h1 import _readers
+from greenserve.http.h1 import _readers, headers
 
 
 def head(raw: bytes) -> Request:
@@ -84,3 +84,28 @@ def test_the_kept_lines_are_bounded_in_number_and_length():
     assert request.headers[1] == (b"x-long", long_value)
     assert all(len(line) <= _readers._SEEN_LINE for line in _readers._seen_fields)
     assert all(len(line) <= _readers._SEEN_LINE for line in _readers._seen_request_lines)
+
+
+# -- Host values -----------------------------------------------------------------------------
+
+
+def test_a_host_value_found_valid_is_kept_and_an_invalid_one_never():
+    headers._valid_hosts.clear()
+    for _ in range(2):
+        head(b"GET / HTTP/1.1\r\nHost: kept.example:8080\r\n\r\n")
+        head(b"POST / HTTP/1.1\r\nHost: other.example\r\nContent-Length: 1\r\n\r\nx")
+    assert headers._valid_hosts == {b"kept.example:8080", b"other.example"}
+    for bad in (b"kept.example:8080:1", b"user@kept.example", b"kept example", b"[::1"):
+        for _ in range(2):  # refused the second time too, both on the short and the long path
+            assert refusal(b"GET / HTTP/1.1\r\nHost: " + bad + b"\r\n\r\n") == 400
+            assert refusal(b"GET / HTTP/1.1\r\nHost: " + bad + b"\r\nContent-Length: 0\r\n\r\n") == 400
+        assert bad not in headers._valid_hosts
+
+
+def test_the_kept_host_values_are_bounded_in_number_and_length():
+    for i in range(3 * headers._HOSTS_MAX):
+        head(b"GET / HTTP/1.1\r\nHost: h%d.example\r\n\r\n" % i)
+    assert 0 < len(headers._valid_hosts) <= headers._HOSTS_MAX
+    long_host = b"h" * (2 * headers._HOST_LEN)
+    head(b"GET / HTTP/1.1\r\nHost: " + long_host + b"\r\n\r\n")
+    assert long_host not in headers._valid_hosts
