@@ -25,6 +25,7 @@ COMPILED = [
     "greenserve/http/respond.py",
     "greenserve/http/connection.py",
     "greenserve/http/preamble.py",
+    "greenserve/http/port.py",
     "greenserve/loop/hub.py",
     "greenserve/loop/fds.py",
     "greenserve/loop/timers.py",

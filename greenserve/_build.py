@@ -30,8 +30,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # Kept in step with setup.py's list (tests/test_build.py checks it).
 COMPILED = ("http.h1._abnf", "http.h1._readers", "http.h1._writers", "http.h1.connection",
             "http.h1.events", "http.h1.headers", "http.wsgi", "http.dates", "http.body",
-            "http.respond", "http.connection", "http.preamble", "loop.hub", "loop.fds", "loop.timers",
-            "loop.gsocket")
+            "http.respond", "http.connection", "http.preamble", "http.port", "loop.hub",
+            "loop.fds", "loop.timers", "loop.gsocket")
 BUILD = "pure"
 REASON = ""
 

@@ -140,7 +140,7 @@ class Connection(Responder, BodyReader):
         try:
             if self._serve_requests():
                 server = self.server
-                timeout = server.config.keepalive_timeout
+                timeout = server.keepalive_timeout
                 if server.draining:
                     timeout = min(timeout, DRAIN_QUIET)
                 self.deadline = server.hub.time() + timeout
@@ -186,7 +186,7 @@ class Connection(Responder, BodyReader):
             self.started = server.hub.time()
 
     def _receive_head_bytes(self) -> bool:
-        deadline = self.started + self.server.config.header_timeout
+        deadline = self.started + self.server.header_timeout
         try:
             data = self.gsock.recv(RECV_SIZE, deadline)
         except TimeoutError:
@@ -212,7 +212,7 @@ class Connection(Responder, BodyReader):
         server.request_started()
         result: Optional[Iterable[bytes]] = None
         spool: Optional[IO[bytes]] = None
-        timeout = server.config.request_timeout
+        timeout = server.request_timeout
         deadline = self.app_deadline = arm_deadline(server.hub, timeout) if timeout else None
         try:
             try:
@@ -222,7 +222,7 @@ class Connection(Responder, BodyReader):
                     server.proxies.apply(environ, self.peer)
                 info = conn.info
                 if (info is not None and info.framing == CHUNKED_BODY
-                        and server.config.buffer_chunked_body):
+                        and server.buffer_chunked_body):
                     spool = self._buffer_body(environ)
                 result = server.app(environ, response.start_response)
                 if self.upgrade is not None and self.upgrade.taken:

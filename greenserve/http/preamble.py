@@ -68,7 +68,7 @@ class PreambleConnection(Connection):
 
     def _prepare(self) -> bool:
         """Run the preamble. Returns False if the connection is to be closed. May switch."""
-        deadline = self.started + self.server.config.header_timeout
+        deadline = self.started + self.server.header_timeout
         gsock = self.gsock
         try:
             if self.proxy_protocol:

@@ -36,22 +36,18 @@ from ..config.addresses import BindAddress, parse_bind
 from ..config.options import Config
 from ..errors import ConfigError
 from ..http.connection import DRAIN_QUIET, Connection
-from ..http.dates import DateCache
-from ..http.h1 import Limits, Request
+from ..http.port import ServerPort
 from ..http.preamble import connection_factory
-from ..http.proxy import ProxyHeaders
 from ..http.tls import make_context
+from ..http.websocket import close_going_away
 from ..http.wsgi import base_environ
 from ..loop.gsocket import GreenSocket
-from ..loop.hub import Hub
 from ..loop.watchdog import Watchdog
 from ..observe.endpoint import MetricsEndpoint
 from ..observe.logs import AccessLog
-from ..observe.metrics import MetricsSlot, MetricsStore
+from ..observe.metrics import MetricsStore
 from ..patch import apply as apply_patch
 from .listeners import Listener, address_of, bind_listener
-from .sessions import WebSocketSessions
-from .stats import Stats
 
 log = logging.getLogger("greenserve.error")
 ACCEPT_BATCH = 2048  # per turn at most: as deep as the default --backlog
@@ -66,7 +62,7 @@ DRAIN_SWEEP = 0.05  # seconds between sweeps of idle connections while draining
 SOFTWARE = f"greenserve/{__version__}"
 
 
-class Server(WebSocketSessions):
+class Server(ServerPort):
     """A WSGI server on one hub. ``start()`` binds; ``serve_forever()`` runs; ``stop()`` ends.
     It is one process: an option only a supervisor acts on (``workers``...) raises ConfigError."""
 
@@ -79,28 +75,15 @@ class Server(WebSocketSessions):
         if refused:
             raise ConfigError(refused[0], "Server runs in one process; use the greenserve "
                               "command line for worker processes")
-        self.app = app
-        self.config = config
-        self.limits = Limits(config.max_request_line, config.max_header_bytes,
-                             config.max_header_count, config.max_body_size)
-        self.hub = Hub()
-        self.dates = DateCache(b"Server: greenserve\r\n")
+        super().__init__(app, config)  # hub, limits, counters...: what connections use
         self.listeners: List[Listener] = []
-        self.connections: Dict[Connection, None] = {}
-        self.websockets: Dict[Any, None] = {}  # open sessions: wsio.WebSocket, rawsock.RawSocket
-        self.draining = False
         self.multiprocess = False  # wsgi.multiprocess: a supervisor's worker sets it
-        self.stats = Stats()
-        self._paused: List[Listener] = []
         self._started = False
         self._serving = threading.Event()
         self._stopped = threading.Event()
         self._thread: Optional[int] = None
-        self.proxies = ProxyHeaders(config.forwarded_allow_ips, config.proxy_count,
-                                    config.forwarded_headers)
-        # Counters for Prometheus: set a slot of a shared store before start() (a supervisor's
-        # worker), or start() makes one when metrics_bind is set. See metrics.py.
-        self.metrics: Optional[MetricsSlot] = None
+        # metrics: a slot of a shared store set before start() (a supervisor's worker), or one
+        # start() makes when metrics_bind is set. See metrics.py.
         self._metrics_endpoint: Optional[MetricsEndpoint] = None
         self._access = AccessLog("")
         self.watchdog = (Watchdog(self.hub, config.block_threshold, self._blocked_loop)
@@ -143,6 +126,7 @@ class Server(WebSocketSessions):
                 listener.make_connection = connection_factory(context, listener.proxy_protocol)
             self._access = AccessLog(config.access_log, config.access_log_format,
                                      from_config=bool(config.log_config))
+            self.access_log = self._access if self._access.enabled else None
             self._start_metrics()
         except BaseException:
             self._release_start()
@@ -159,6 +143,7 @@ class Server(WebSocketSessions):
             self._metrics_endpoint = None
         self._access.close()
         self._access = AccessLog("")
+        self.access_log = None
 
     def _start_metrics(self) -> None:
         """With metrics_bind and no slot given: a one-slot store, served from a thread."""
@@ -257,7 +242,7 @@ class Server(WebSocketSessions):
     def _close_everything(self) -> None:
         for listener in self.listeners:
             self._close_listener(listener)
-        self._paused = []
+        self.paused = []
         for conn in list(self.connections):
             conn.closed = True  # a greenlet of it that still runs will not count it again
             conn.gsock.sock.close()
@@ -298,7 +283,7 @@ class Server(WebSocketSessions):
         family, kind, proto = listener.socket_args
         for n in range(ACCEPT_BATCH):
             if len(self.connections) >= self.config.max_connections:
-                self._paused.append(listener)
+                self.paused.append(listener)
                 return
             try:
                 # The C accept, then a socket object made from the listener's known family
@@ -337,14 +322,16 @@ class Server(WebSocketSessions):
         else:
             conn.watch()
 
-    def connection_closed(self, conn: Connection) -> None:
-        self.connections.pop(conn, None)
-        if self.metrics is not None:
-            self.metrics.connection_closed()
-        if self._paused and len(self.connections) < self.config.max_connections:
-            paused, self._paused = self._paused, []
-            for listener in paused:
-                self._watch_listener(listener)
+    def resume_accepting(self) -> None:
+        paused, self.paused = self.paused, []
+        for listener in paused:
+            self._watch_listener(listener)
+
+    def _close_websockets(self) -> None:
+        """Server stop: every open WebSocket session gets a close frame with 1001 (each in a
+        greenlet of its own, so that the drain waits for them within the grace period)."""
+        for ws in list(self.websockets):
+            self.hub.spawn(close_going_away, ws)
 
     # -- idle connections ---------------------------------------------------------------------
 
@@ -378,47 +365,7 @@ class Server(WebSocketSessions):
                 conn.close_idle()
         self._schedule_sweep()
 
-    # -- accounting ---------------------------------------------------------------------------
-
-    def request_started(self) -> None:
-        self.stats.requests_total += 1
-        self.stats.in_flight += 1
-        if self.metrics is not None:
-            self.metrics.request_started()
-
-    def request_finished(self, conn: Connection, request: Request, status: int,
-                         environ: Dict[str, Any]) -> None:
-        stats = self.stats
-        stats.in_flight -= 1
-        stats.by_class[status // 100 if 100 <= status < 600 else 0] += 1
-        if self.metrics is not None or self._access.enabled:
-            seconds = self.hub.time() - conn.started
-            if self.metrics is not None:
-                self.metrics.request_finished(status, seconds)
-            if self._access.enabled:
-                self._access.write(environ, request, status, conn.body_sent, seconds)
-
-    def tls_failed(self) -> None:
-        if self.metrics is not None:
-            self.metrics.tls_failure()
-
-    def send_too_slow(self) -> None:
-        self.stats.slow_readers += 1
-
-    def protocol_error(self, status: int) -> None:
-        self.stats.protocol_errors += 1
-        self.stats.by_class[status // 100] += 1
-        if self.metrics is not None:
-            self.metrics.protocol_error(status)
-
-    def request_rejected(self, conn: Connection, status: int, sent: int) -> None:
-        """A request refused before the app saw it has been answered (``sent`` body bytes
-        went out): its access log line."""
-        if self._access.enabled:
-            peer = conn.peer
-            self._access.write_rejected(
-                peer[0] if peer is not None else "-", conn.base_env.get("wsgi.url_scheme", "http"),
-                status, sent, self.hub.time() - conn.started)
+    # -- statistics ---------------------------------------------------------------------------
 
     def statistics(self) -> Dict[str, Any]:
         """Counters since start: connections, requests, responses by status class."""

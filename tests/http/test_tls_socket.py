@@ -179,11 +179,9 @@ def test_a_lingering_close_over_tls_takes_one_linger_timeout(tls_files, capacity
     """A client that neither reads nor closes: close_notify meets a full buffer and nothing
     ever arrives to discard. The wait for room, the linger and the close share one deadline,
     so the connection is closed after linger_timeout, not two or three of them."""
-    from types import SimpleNamespace
-
     from greenserve.config.options import Config
     from greenserve.http.connection import Connection
-    from greenserve.http.h1 import Limits
+    from greenserve.http.port import ServerPort
 
     linger = 0.6
     pair = TLSPair(tls_files)
@@ -192,8 +190,14 @@ def test_a_lingering_close_over_tls_takes_one_linger_timeout(tls_files, capacity
         gsock = pair.server_side(hub)
         assert fill_with_records(gsock, capacity) == capacity
         closed = []
-        server = SimpleNamespace(hub=hub, config=Config(linger_timeout=linger), limits=Limits(),
-                                 connection_closed=lambda conn: closed.append(hub.time()))
+
+        class Port(ServerPort):
+            def connection_closed(self, conn):
+                closed.append(hub.time())
+
+        server = Port(None, Config(linger_timeout=linger))
+        server.hub.close()  # this test's connection runs on the test's hub
+        server.hub = hub
         with socket.socket() as placeholder:  # replaced by the TLS socket under test
             conn = Connection(server, placeholder, {}, None)
         conn.gsock = gsock
