@@ -36,7 +36,7 @@ from ..loop.timers import Timer
 from .body import GONE, RECV_SIZE, BodyReader
 from .h1.headers import CHUNKED as CHUNKED_BODY
 from .port import ServerPort
-from .proxy import PROXY_KEYS
+from .proxy import PROXY_FIELDS
 from .respond import _SMALL, Responder, SendClock, _framed
 from .websocket import Upgrade, end_session, offer_upgrade
 from .wsgi import EMPTY_INPUT, Input, Response, request_environ
@@ -216,10 +216,12 @@ class Connection(Responder, BodyReader):
         deadline = self.app_deadline = arm_deadline(server.hub, timeout) if timeout else None
         try:
             try:
-                if not environ.keys().isdisjoint(PROXY_KEYS):
-                    # Applied if trusted, else removed; inside the request's error handling, so
-                    # a failure here is a 500 with its traceback logged, like the app's own.
-                    server.proxies.apply(environ, self.peer)
+                for name, _ in request.headers:
+                    if name in PROXY_FIELDS:
+                        # Applied if trusted, else removed; inside the request's error handling,
+                        # so a failure here is a 500 with its traceback logged, like the app's.
+                        server.proxies.apply(environ, self.peer)
+                        break
                 info = conn.info
                 if (info is not None and info.framing == CHUNKED_BODY
                         and server.buffer_chunked_body):

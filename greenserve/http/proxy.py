@@ -39,6 +39,9 @@ X_FORWARDED_KEYS = ("HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO", "HTTP_X_FO
 OTHER_KEYS = ("HTTP_X_REAL_IP", "HTTP_X_FORWARDED_PREFIX", "HTTP_X_FORWARDED_SSL",
               "HTTP_X_FORWARDED_SCHEME", "HTTP_FRONT_END_HTTPS")
 PROXY_KEYS = frozenset(FORWARDED_KEYS + X_FORWARDED_KEYS + OTHER_KEYS)
+# The header field names (lower case, as parsed) that become those keys: looking at a request's
+# few field names is cheaper than asking the environ for each key.
+PROXY_FIELDS = frozenset(key[5:].lower().replace("_", "-").encode() for key in PROXY_KEYS)
 FAMILIES = ("x-forwarded", "forwarded")
 Network = Any  # ipaddress.IPv4Network | ipaddress.IPv6Network
 _CACHE_SIZE = 4096

@@ -27,6 +27,10 @@ ExcInfo = Tuple[Any, Any, Any]
 _STATUS = re.compile(r"([1-5][0-9][0-9]) ([\t\x20-\x7e\x80-\xff]*)")
 _HEADER_KEYS: Dict[bytes, Optional[str]] = {}
 _MAX_CACHED_KEYS = 2048
+# Origin-form targets and their (PATH_INFO, QUERY_STRING, REQUEST_URI): see request_environ.
+_targets: Dict[bytes, Tuple[str, str, str]] = {}
+_TARGETS_MAX = 512
+_TARGET_LEN = 256
 
 
 def _environ_key(name: bytes) -> Optional[str]:
@@ -90,21 +94,33 @@ def request_environ(
     if remote is not None:
         env["REMOTE_ADDR"], env["REMOTE_PORT"] = remote
     method, raw_target, version, headers = request
-    target = raw_target
     authority = None
-    if target[:1] != b"/" and target != b"*" and method != b"CONNECT":
-        authority, target = _split_absolute_form(target)
-    path, _, query = target.partition(b"?")
     script_name = env["SCRIPT_NAME"]
-    if script_name:
-        # Match the mount point on the raw path, so that an encoded "/" (%2F) never ends it.
-        root = script_name.encode("latin-1")
-        if path == root or path.startswith(root + b"/"):
-            path = path[len(root):]
+    if raw_target[:1] == b"/" and not script_name:
+        # The usual target: its strings depend on its bytes alone, kept as the parser keeps
+        # lines (short targets only; a full cache is emptied).
+        parts = _targets.get(raw_target)
+        if parts is None:
+            path, _, query = raw_target.partition(b"?")
+            parts = _target_strings(path, query, raw_target)
+            if len(raw_target) <= _TARGET_LEN:
+                if len(_targets) >= _TARGETS_MAX:
+                    _targets.clear()
+                _targets[raw_target] = parts
+    else:
+        target = raw_target
+        if target[:1] != b"/" and target != b"*" and method != b"CONNECT":
+            authority, target = _split_absolute_form(target)
+        path, _, query = target.partition(b"?")
+        if script_name:
+            # Match the mount point on the raw path, so that an encoded "/" (%2F) never ends it.
+            root = script_name.encode("latin-1")
+            if path == root or path.startswith(root + b"/"):
+                path = path[len(root):]
+        parts = _target_strings(path, query, raw_target)
     env["REQUEST_METHOD"] = _METHODS.get(method) or method.decode("latin-1")
-    env["PATH_INFO"] = (unquote_to_bytes(path) if path.find(b"%") >= 0 else path).decode("latin-1")
-    env["QUERY_STRING"] = query.decode("latin-1")
-    env["RAW_URI"] = env["REQUEST_URI"] = raw_target.decode("latin-1")
+    env["PATH_INFO"], env["QUERY_STRING"], uri = parts
+    env["RAW_URI"] = env["REQUEST_URI"] = uri
     env["SERVER_PROTOCOL"] = _PROTOCOLS[version]
     env["wsgi.input"] = wsgi_input
     keys = _HEADER_KEYS
@@ -125,6 +141,12 @@ def request_environ(
         # the target's authority.
         env["HTTP_HOST"] = authority.decode("latin-1")
     return env
+
+
+def _target_strings(path: bytes, query: bytes, raw_target: bytes) -> Tuple[str, str, str]:
+    """PATH_INFO (percent-decoded), QUERY_STRING and REQUEST_URI, as latin-1 strings."""
+    return ((unquote_to_bytes(path) if path.find(b"%") >= 0 else path).decode("latin-1"),
+            query.decode("latin-1"), raw_target.decode("latin-1"))
 
 
 def _split_absolute_form(target: bytes) -> Tuple[bytes, bytes]:

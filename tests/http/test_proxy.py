@@ -246,6 +246,24 @@ def test_server_strips_headers_from_an_untrusted_peer(serve):
     assert not [key for key in seen if "FORWARDED" in key]
 
 
+def test_every_proxy_key_is_found_by_its_field_name():
+    """The server looks for proxy headers among a request's field names (PROXY_FIELDS), not
+    its environ keys: each key must be the environ key of one of those names."""
+    from greenserve.http.proxy import PROXY_FIELDS, PROXY_KEYS
+    from greenserve.http.wsgi import _environ_key
+
+    assert {_environ_key(name) for name in PROXY_FIELDS} == set(PROXY_KEYS)
+
+
+@pytest.mark.parametrize("field", [b"X-Real-IP: 6.6.6.6", b"x-forwarded-prefix: /evil",
+                                   b"Front-End-Https: on", b"X-FORWARDED-SSL: on"])
+def test_a_lone_proxy_header_from_an_untrusted_peer_is_removed(serve, field):
+    server = serve(echo_environ)
+    seen = ask((server.host, server.port), field + b"\r\n", source="127.0.0.2")
+    assert not [key for key in seen if key in ("HTTP_X_REAL_IP", "HTTP_X_FORWARDED_PREFIX",
+                                               "HTTP_FRONT_END_HTTPS", "HTTP_X_FORWARDED_SSL")]
+
+
 def test_server_with_a_cidr_allow_list(serve):
     server = serve(echo_environ, forwarded_allow_ips=("127.0.0.8/29",))
     trusted = ask((server.host, server.port), FORGED, source="127.0.0.9")

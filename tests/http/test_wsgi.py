@@ -680,3 +680,52 @@ def test_json_round_trip_of_environ_values(serve):
         "REQUEST_METHOD": "DELETE", "PATH_INFO": "/x/y", "QUERY_STRING": "z",
         "SERVER_PROTOCOL": "HTTP/1.1", "HTTP_X_A": "b",
     }
+
+
+# -- kept target strings -------------------------------------------------------------------------
+
+
+def _environ_of(raw, script_name=""):
+    from greenserve.http import wsgi
+    from greenserve.http.h1 import H1Connection
+
+    conn = H1Connection()
+    conn.receive_data(raw)
+    base = wsgi.base_environ("h", "80", url_scheme="http", script_name=script_name,
+                             multiprocess=False, software="t")
+    return wsgi.request_environ(base, ("192.0.2.1", "5"), conn.next_event(), wsgi.EMPTY_INPUT)
+
+
+def _target_keys(environ):
+    return (environ["SCRIPT_NAME"], environ["PATH_INFO"], environ["QUERY_STRING"],
+            environ["REQUEST_URI"], environ["RAW_URI"])
+
+
+def test_a_target_seen_before_gives_the_same_strings_and_a_mount_point_is_never_kept():
+    from greenserve.http import wsgi
+
+    wsgi._targets.clear()
+    raw = b"GET /app/a%2Fb?x=%41 HTTP/1.1\r\nHost: h\r\n\r\n"
+    first = _target_keys(_environ_of(raw))
+    assert first == ("", "/app/a/b", "x=%41", "/app/a%2Fb?x=%41", "/app/a%2Fb?x=%41")
+    assert b"/app/a%2Fb?x=%41" in wsgi._targets
+    assert _target_keys(_environ_of(raw)) == first
+    # Under a mount point the same target means another PATH_INFO, and is worked out anew.
+    assert _target_keys(_environ_of(raw, "/app")) == (
+        "/app", "/a/b", "x=%41", "/app/a%2Fb?x=%41", "/app/a%2Fb?x=%41")
+    assert _target_keys(_environ_of(raw)) == first
+    absolute = _environ_of(b"GET http://other.example/p?q HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert (absolute["PATH_INFO"], absolute["HTTP_HOST"]) == ("/p", "other.example")
+    assert b"http://other.example/p?q" not in wsgi._targets
+
+
+def test_the_kept_targets_are_bounded_in_number_and_length():
+    from greenserve.http import wsgi
+
+    for i in range(3 * wsgi._TARGETS_MAX):
+        assert _environ_of(b"GET /n/%d HTTP/1.1\r\nHost: h\r\n\r\n" % i)["PATH_INFO"] == f"/n/{i}"
+    assert 0 < len(wsgi._targets) <= wsgi._TARGETS_MAX
+    long_target = b"/" + b"t" * (2 * wsgi._TARGET_LEN)
+    assert _environ_of(b"GET " + long_target + b" HTTP/1.1\r\nHost: h\r\n\r\n")["PATH_INFO"] == (
+        long_target.decode())
+    assert long_target not in wsgi._targets

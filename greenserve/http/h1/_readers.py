@@ -180,7 +180,7 @@ class HeadReader:
         self._skipped = 0
 
     def read(self, buf: bytearray) -> Union[Request, Signal]:
-        if buf.startswith(b"\r\n"):
+        if buf and buf[0] == 13 and buf[:2] == b"\r\n":  # (no method call when it is not)
             self._skip_leading_crlf(buf)
             self._scanned = 0
         scanned = self._scanned
