@@ -131,6 +131,10 @@ class Connection(Responder, BodyReader):
         if not self.closed:
             self.closed = True
             self.gsock.close()
+            # The response holds the connection (its write() is a method of it): let go of it,
+            # so that a closed connection is freed when the last reference goes, not by the
+            # cycle collector (a tenth of a short connection's cost was that collector).
+            self.response = self.send_clock = None
             self.server.connection_closed(self)
 
     # -- the request loop ---------------------------------------------------------------------
