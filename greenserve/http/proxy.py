@@ -16,9 +16,9 @@ Strategy:
   Forwarded header that is not well-formed is ignored whole, an X-Forwarded-* header whose
   value is not well-formed is ignored, and a node that is not a plain IP literal (a name, an
   obfuscated identifier, "unknown", an IPv6 zone index) leaves REMOTE_ADDR the peer's.
-- The handler calls ``apply`` only when one of ``PROXY_KEYS`` is in the environ (one
-  ``isdisjoint`` call: a few dict lookups in C), so requests without proxy headers pay nothing
-  more.
+- The handler calls ``apply`` only when one of the request's field names is in
+  ``PROXY_FIELDS`` (the names behind ``PROXY_KEYS``: a set lookup per field), so requests
+  without proxy headers pay nothing more.
 
 This module does no I/O.
 """

@@ -118,7 +118,8 @@ class Responder:
         if not data:
             return
         response = self.response
-        assert response is not None
+        if response is None:  # write() kept by the app past its request, the connection closed
+            raise LocalProtocolError("cannot write: the response is over", 500)
         head = b"" if response.headers_sent else self._start_head(response, None)
         payload = self.h1.send_data(data)
         if head and len(payload) <= _SMALL:

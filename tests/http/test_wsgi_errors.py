@@ -502,3 +502,36 @@ def test_an_app_that_swallows_cancellation_cannot_hold_up_stop():
         thread.join(10)
         assert not thread.is_alive() and time.monotonic() - started < 5
         assert Reader(sock).at_eof(5)
+
+
+def test_write_kept_past_a_closed_connection_is_a_local_protocol_error(serve):
+    """An app that hands start_response's write() to a greenlet of its own, which writes after
+    the response ended and the connection closed, gets LocalProtocolError (the app's mistake:
+    the response is over), as a write after the end does on an open connection; not an
+    internal error."""
+    import greenserve
+    from greenserve.errors import LocalProtocolError
+
+    outcome = []
+    done = greenserve.Event()
+
+    def late(write):
+        greenserve.sleep(0.2)  # the response is over and the connection closed by then
+        try:
+            write(b"late")
+        except Exception as exc:  # noqa: BLE001 - the test records what the app would see
+            outcome.append(type(exc))
+        done.set()
+
+    def app(environ, start_response):
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        greenserve.spawn(late, write)
+        return [b"ok"]
+
+    server = serve(app, validate=False)
+    resp = request(server, b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    assert resp.status == 200 and resp.body == b"ok"
+    from conftest import wait_until
+
+    assert wait_until(lambda: bool(outcome), 10)
+    assert outcome == [LocalProtocolError]
