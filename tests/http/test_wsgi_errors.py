@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import socket
 import sys
+import time
 
 import pytest
 
@@ -513,19 +514,19 @@ def test_write_kept_past_a_closed_connection_is_a_local_protocol_error(serve):
     from greenserve.errors import LocalProtocolError
 
     outcome = []
-    done = greenserve.Event()
 
-    def late(write):
-        greenserve.sleep(0.2)  # the response is over and the connection closed by then
+    def late(write, statistics):
+        deadline = time.monotonic() + 10
+        while statistics()["connections_open"] and time.monotonic() < deadline:
+            greenserve.sleep(0.01)  # until the response is over and the connection closed
         try:
             write(b"late")
         except Exception as exc:  # noqa: BLE001 - the test records what the app would see
             outcome.append(type(exc))
-        done.set()
 
     def app(environ, start_response):
         write = start_response("200 OK", [("Content-Type", "text/plain")])
-        greenserve.spawn(late, write)
+        greenserve.spawn(late, write, environ["greenserve.statistics"])
         return [b"ok"]
 
     server = serve(app, validate=False)
