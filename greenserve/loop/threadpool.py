@@ -16,6 +16,7 @@ Invariants:
 
 from __future__ import annotations
 
+import _socket
 import _thread
 import os
 import queue
@@ -29,6 +30,9 @@ T = TypeVar("T")
 MAX_THREADS = 16
 IDLE_SECONDS = 60.0
 _getaddrinfo = socket.getaddrinfo  # captured before greenserve.patch may replace it
+_NUMERIC_HOST = int(socket.AI_NUMERICHOST)
+_FAMILIES = {int(family): family for family in socket.AddressFamily}
+_KINDS = {int(kind): kind for kind in socket.SocketKind}
 
 
 class _Job:
@@ -145,8 +149,20 @@ def getaddrinfo(
     converted in place (no DNS, no thread). May switch. Raises socket.gaierror."""
     if waitable_hub() is not None:
         try:
-            return _getaddrinfo(host, port, family, type, proto, flags | socket.AI_NUMERICHOST)
+            return _numeric(host, port, family, type, proto, flags | _NUMERIC_HOST)
         except (socket.gaierror, UnicodeError):
             pass  # a name (or something only the full lookup can judge)
     return run_in_thread(_getaddrinfo, host, port, family, type, proto, flags)
 
+
+def _numeric(host: Any, port: Any, family: int, kind: int, proto: int,
+             flags: int) -> List[Tuple[Any, ...]]:
+    """What ``socket.getaddrinfo`` answers, for flags holding AI_NUMERICHOST: the same list,
+    without its Python wrapper (an enum call per field) and, for an ASCII host, without the
+    Python idna codec the C call would run: one IP literal costs what a whole request to an
+    upstream costs otherwise. Raises socket.gaierror for a name."""
+    if isinstance(host, str) and host.isascii():
+        host = host.encode()
+    return [(_FAMILIES.get(af, af), _KINDS.get(socktype, socktype), number, canonname, sockaddr)
+            for af, socktype, number, canonname, sockaddr
+            in _socket.getaddrinfo(host, port, family, kind, proto, flags)]

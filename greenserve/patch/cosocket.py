@@ -35,6 +35,9 @@ T = TypeVar("T")
 _C = socket.SocketType  # the C socket type: its methods ignore the Python-level timeout
 _Socket = socket.socket  # the standard class, captured before the patch replaces it
 _CONNECTING = (errno.EINPROGRESS, errno.EALREADY)
+_INET = (int(socket.AF_INET), int(socket.AF_INET6))
+# The family as the C type keeps it, an int: ``sock.family`` makes an enum of it in Python.
+_family = _C.family.__get__
 _ORIGINAL_LOOKUPS = {name: getattr(socket, name) for name in (
     "gethostbyname", "gethostbyname_ex", "gethostbyaddr", "getnameinfo")}
 
@@ -160,7 +163,7 @@ def connect(sock: Any, address: Any, connect_ex: bool = False) -> int:
     """connect() over a non-blocking kernel socket, waiting as the timeout says. Returns 0 or,
     with ``connect_ex``, the error number. May switch. Raises OSError, socket.timeout."""
     timeout = sock.gettimeout()
-    if sock.family in (socket.AF_INET, socket.AF_INET6) and waitable_hub() is not None:
+    if _family(sock) in _INET and waitable_hub() is not None:
         address = _resolved(sock, address)
     err = _C.connect_ex(sock, address)
     if err in _CONNECTING and timeout != 0.0:
@@ -181,6 +184,12 @@ def _resolved(sock: Any, address: Any) -> Any:
     """(name, port, ...) -> a numeric address, looked up in a pool thread if it is a name."""
     if not isinstance(address, tuple) or len(address) < 2:
         return address
+    if isinstance(address[0], str):
+        try:
+            socket.inet_pton(_family(sock), address[0])
+            return address  # an IP literal already (create_connection's case): no lookup
+        except OSError:
+            pass
     infos = getaddrinfo(address[0], address[1], sock.family, sock.type, sock.proto)
     sockaddr = infos[0][4]
     return sockaddr[:2] + tuple(address[2:]) if len(address) > 2 else sockaddr

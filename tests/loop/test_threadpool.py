@@ -153,9 +153,41 @@ def test_connect_resolves_a_host_name_in_a_pool_thread(resolver_threads, listene
             gs.close()
 
     assert run_hub(main) == ("127.0.0.1", port)  # localhost may say ::1 first: refused, next
-    # a quick numeric-only try in place, then the real lookup in a pool thread
-    assert resolver_threads[0] == threading.current_thread().name
-    assert len(resolver_threads) == 2 and resolver_threads[1].startswith("greenserve-pool-")
+    # a quick numeric-only try in place (the C call, not recorded), then the real lookup in a
+    # pool thread
+    assert len(resolver_threads) == 1 and resolver_threads[0].startswith("greenserve-pool-")
+
+
+LITERALS = [
+    ("127.0.0.1", 80), ("127.0.0.1", "80"), ("127.0.0.1", "http"), (b"127.0.0.1", None),
+    ("127.0.0.1", 80, socket.AF_INET, socket.SOCK_STREAM), ("127.0.0.1", 53, 0, socket.SOCK_DGRAM),
+    ("::1", 443, socket.AF_INET6), ("::1", 8080, 0, socket.SOCK_STREAM, socket.IPPROTO_TCP),
+    ("127.0.0.1", 80, 0, 0, 0, socket.AI_PASSIVE), (None, 80, socket.AF_INET, socket.SOCK_STREAM),
+]
+
+
+@pytest.mark.parametrize("args", LITERALS, ids=repr)
+def test_an_ip_literal_gets_the_standard_answer_without_a_lookup(resolver_threads, args):
+    """In a hub, an IP literal is answered in place by the C call alone: the same list, the
+    same enum members as ``socket.getaddrinfo`` gives, and neither its Python wrapper nor a
+    pool thread (a whole upstream request's cost with them: enum calls, the idna codec)."""
+    try:
+        expected = socket.getaddrinfo(*args)
+    except socket.gaierror:
+        pytest.skip("no such address on this host")
+    answer = run_hub(lambda hub: threadpool.getaddrinfo(*args))
+    assert answer == expected
+    assert [tuple(map(type, info)) for info in answer] == [
+        tuple(map(type, info)) for info in expected]
+    assert resolver_threads == []
+
+
+def test_a_literal_the_family_cannot_hold_is_refused_as_the_standard_call_refuses_it():
+    with pytest.raises(socket.gaierror) as expected:
+        socket.getaddrinfo("::1", 80, socket.AF_INET)
+    with pytest.raises(socket.gaierror) as got:
+        run_hub(lambda hub: threadpool.getaddrinfo("::1", 80, socket.AF_INET))
+    assert got.value.errno == expected.value.errno
 
 
 def test_a_numeric_address_needs_no_thread(resolver_threads, listener):

@@ -457,6 +457,37 @@ def test_closing_a_patched_socket_wakes_the_greenlet_waiting_on_it(patched, slow
     run_hub(main)
 
 
+def test_connecting_to_an_ip_literal_looks_nothing_up(patched, slow_upstream, monkeypatch):
+    """``create_connection`` to an IP literal: the patched getaddrinfo answers it in place and
+    ``connect`` sees the literal needs no lookup (before: two through the standard library's
+    Python wrapper, a third of an upstream request's cost). A name is still looked up."""
+    from greenserve.loop import threadpool
+    from greenserve.patch import cosocket
+
+    lookups: List[Any] = []
+    real = threadpool._getaddrinfo
+
+    def recording(*args: Any) -> Any:
+        lookups.append(args[0])
+        return real(*args)
+
+    monkeypatch.setattr(threadpool, "_getaddrinfo", recording)
+
+    def main(hub: Any) -> Any:
+        with socket.create_connection(("127.0.0.1", slow_upstream), timeout=10) as sock:
+            sock.sendall(b"ping\n")
+            answer = sock.recv(100)
+        with socket.socket() as sock:
+            sock.settimeout(10)
+            sock.connect(("localhost", slow_upstream))  # a name: resolved, in a pool thread
+            return answer, sock.getpeername()[1]
+
+    assert run_hub(main) == (b"pong ping\n", slow_upstream)
+    assert lookups == ["localhost"]
+    with socket.socket(socket.AF_INET6) as six:
+        assert cosocket._family(six) == socket.AF_INET6
+
+
 def test_name_lookups_run_in_pool_threads_in_a_hub(patched):
     def main(hub: Any) -> Any:
         return socket.gethostbyname("localhost"), socket.getaddrinfo("localhost", 80)[0][4][1]
