@@ -1,23 +1,143 @@
-"""The hub's table of file descriptors: who waits on each, and the selector interest it has.
+"""The hub's table of file descriptors: who waits on each, the interest it has, and the
+poller that asks the kernel which fds are ready.
 
-Strategy: one selector entry per fd holding (reader, writer); ``modify`` only when the mask
-changes. A reader or writer is either a ``Waiter`` (a suspended greenlet, woken with a ``Wake``
-token) or a one-shot callback (``watch_readable``). Nothing here switches greenlets: waking goes
-through the hub's ready queue. ``FdTable`` is a part of ``Hub`` (see hub.py).
+Strategy: one poller registration per fd holding (reader, writer); ``modify`` only when the
+mask changes. A reader or writer is either a ``Waiter`` (a suspended greenlet, woken with a
+``Wake`` token) or a one-shot callback (``watch_readable``). Nothing here switches greenlets:
+waking goes through the hub's ready queue. ``FdTable`` is a part of ``Hub`` (see hub.py).
+
+The poller is epoll, called directly, where the platform has it (``EpollPoller``), and the
+``selectors`` module's best selector elsewhere (``SelectorPoller``); both speak in selectors'
+EVENT_READ and EVENT_WRITE, an error or hang-up being both, as selectors reports it. Why not
+the selector everywhere: its bookkeeping is Python (a SelectorKey made per registration, a
+second map from fd to key beside this table, a Python loop over each poll's answer), run on
+every turn of the loop and twice on every wait of an app's socket (register, then release):
+about a quarter of the instructions of an app's request to an upstream over a patched socket
+(loadtests/README.md). The table below is the one map from fd to waiters.
 """
 
 from __future__ import annotations
 
 import enum
+import math
+import select
 import selectors
 import socket
-from typing import Any, Callable, Deque, Dict, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 
-from .._traits import trait
+from .._traits import mypyc_attr, trait
 from ..errors import BusyResourceError
 
 EVENT_READ = selectors.EVENT_READ
 EVENT_WRITE = selectors.EVENT_WRITE
+# Captured at import, before greenserve.patch can replace DefaultSelector: the hub needs the
+# platform's own.
+_DefaultSelector = selectors.DefaultSelector
+
+
+@mypyc_attr(allow_interpreted_subclasses=True)
+class Poller:
+    """Which registered fds are ready. ``unregister`` of an fd the kernel already dropped (it
+    was closed) is not an error; the others raise OSError as the kernel answers."""
+
+    def register(self, fd: int, events: int) -> None:
+        raise NotImplementedError
+
+    def modify(self, fd: int, events: int) -> None:
+        raise NotImplementedError
+
+    def unregister(self, fd: int) -> None:
+        raise NotImplementedError
+
+    def poll(self, timeout: Optional[float]) -> List[Tuple[int, int]]:
+        """Wait up to ``timeout`` seconds (None: until an event; 0: not at all). Returns
+        (fd, events) pairs; an interrupted wait returns none."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+_EPOLLIN = select.EPOLLIN if hasattr(select, "epoll") else 1
+_EPOLLOUT = select.EPOLLOUT if hasattr(select, "epoll") else 4
+
+
+class EpollPoller(Poller):
+    """``select.epoll``, by fd number."""
+
+    def __init__(self) -> None:
+        self._epoll: Any = select.epoll()
+        self._count = 0  # registered fds: the most events one poll can return
+
+    def register(self, fd: int, events: int) -> None:
+        self._epoll.register(fd, _to_epoll(events))
+        self._count += 1
+
+    def modify(self, fd: int, events: int) -> None:
+        self._epoll.modify(fd, _to_epoll(events))
+
+    def unregister(self, fd: int) -> None:
+        self._count -= 1
+        try:
+            self._epoll.unregister(fd)
+        except (OSError, ValueError):
+            pass  # closed since it was registered: the kernel dropped it with its last fd
+
+    def poll(self, timeout: Optional[float]) -> List[Tuple[int, int]]:
+        wait = -1.0
+        if timeout is not None:
+            # whole milliseconds, rounded up: epoll's resolution (as selectors rounds it)
+            wait = 0.0 if timeout <= 0 else math.ceil(timeout * 1e3) * 1e-3
+        try:
+            answer = self._epoll.poll(wait, max(self._count, 1))
+        except InterruptedError:
+            return []
+        ready: List[Tuple[int, int]] = []
+        for fd, flags in answer:
+            events = 0
+            if flags & ~_EPOLLIN:
+                events |= EVENT_WRITE
+            if flags & ~_EPOLLOUT:
+                events |= EVENT_READ
+            ready.append((fd, events))
+        return ready
+
+    def close(self) -> None:
+        self._epoll.close()
+
+
+def _to_epoll(events: int) -> int:
+    return (_EPOLLIN if events & EVENT_READ else 0) | (_EPOLLOUT if events & EVENT_WRITE else 0)
+
+
+class SelectorPoller(Poller):
+    """The platform's ``selectors.DefaultSelector``, where there is no epoll."""
+
+    def __init__(self) -> None:
+        self._selector = _DefaultSelector()
+
+    def register(self, fd: int, events: int) -> None:
+        self._selector.register(fd, events)
+
+    def modify(self, fd: int, events: int) -> None:
+        self._selector.modify(fd, events)
+
+    def unregister(self, fd: int) -> None:
+        try:
+            self._selector.unregister(fd)
+        except (KeyError, ValueError):
+            pass
+
+    def poll(self, timeout: Optional[float]) -> List[Tuple[int, int]]:
+        return [(key.fd, events) for key, events in self._selector.select(timeout)]
+
+    def close(self) -> None:
+        self._selector.close()
+
+
+def new_poller() -> Poller:
+    """The platform's best poller."""
+    return EpollPoller() if hasattr(select, "epoll") else SelectorPoller()
 
 
 class Wake(enum.Enum):
@@ -57,17 +177,26 @@ class FdEntry:
 class FdTable:
     """The fd half of the hub."""
 
-    selector: selectors.BaseSelector
+    poller: Poller
     _wake_r: socket.socket  # other threads and signal handlers write a byte to wake the hub
     _wake_w: socket.socket
+    _wake_fd: int
     _entries: Dict[int, FdEntry]
     _ready: Deque[Tuple[Callable[..., Any], Tuple[Any, ...]]]
 
     def close(self) -> None:
         """Release the selector and the wakeup sockets. The hub must not be running."""
-        self.selector.close()
+        self.poller.close()
         self._wake_r.close()
         self._wake_w.close()
+
+    def _open_wakeup(self) -> None:
+        """Make the socketpair other threads and signal handlers wake the hub through."""
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._wake_fd = self._wake_r.fileno()
+        self.poller.register(self._wake_fd, EVENT_READ)
 
     def _drain_wakeup(self) -> None:
         try:
@@ -80,11 +209,11 @@ class FdTable:
         if mask == entry.mask:
             return
         if entry.mask == 0:
-            self.selector.register(fd, mask, entry)
+            self.poller.register(fd, mask)
         elif mask == 0:
-            self.selector.unregister(fd)
+            self.poller.unregister(fd)
         else:
-            self.selector.modify(fd, mask, entry)
+            self.poller.modify(fd, mask)
         entry.mask = mask
 
     def _entry(self, fd: int) -> FdEntry:
@@ -120,10 +249,7 @@ class FdTable:
                 self._ready.append((who.wake, (CLOSED,)))
         entry.reader = entry.writer = None
         if entry.mask:
-            try:
-                self.selector.unregister(fd)
-            except (KeyError, ValueError):
-                pass
+            self.poller.unregister(fd)
         entry.mask = 0
 
     def release_fd(self, fd: int) -> None:
@@ -135,10 +261,7 @@ class FdTable:
             return
         del self._entries[fd]
         if entry.mask:
-            try:
-                self.selector.unregister(fd)
-            except (KeyError, ValueError, OSError):
-                pass
+            self.poller.unregister(fd)
             entry.mask = 0  # a turn still holding this entry must not touch the selector
 
     def fd_count(self) -> int:

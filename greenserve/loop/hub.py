@@ -1,4 +1,4 @@
-"""The reactor: one selector, a timer heap and a ready queue, run by one greenlet per thread.
+"""The reactor: a poller (fds.py), a timer heap and a ready queue, one greenlet per thread.
 
 Strategy:
 - ``Hub.run`` loops in the greenlet that calls it; every greenlet made by ``spawn`` has that
@@ -6,7 +6,7 @@ Strategy:
 - Waiting is a checked resume: each wait makes a ``_Waiter``; every path that wakes it (fd ready,
   deadline, fd closed, cancellation) goes through ``_Waiter.wake``, which only switches once and
   only while the waiter is still waiting. A late or duplicate wake-up is a no-op.
-- Interest in an fd is lazy: after a wait the selector keeps the fd's READ interest, so a
+- Interest in an fd is lazy: after a wait the poller keeps the fd's READ interest, so a
   connection that waits for each request costs no epoll_ctl call per request. An event that finds
   nobody waiting drops the interest then. A leftover WRITE interest is dropped as soon as the fd
   is waited on for reading (one epoll_ctl turns "connected" into "waiting for the reply").
@@ -20,8 +20,6 @@ from __future__ import annotations
 import collections
 import contextvars
 import logging
-import selectors
-import socket
 import threading
 import time
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
@@ -29,7 +27,8 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
 from greenlet import getcurrent, greenlet
 
 from ..errors import BusyResourceError, Cancelled, ClosedResourceError
-from .fds import CLOSED, EVENT_READ, EVENT_WRITE, READY, TIMED_OUT, FdEntry, FdTable, Waiter
+from .fds import (CLOSED, EVENT_READ, EVENT_WRITE, READY, TIMED_OUT, FdEntry, FdTable, Waiter,
+                  new_poller)
 from .glet import Task
 from .timers import Timer, TimerHeap
 
@@ -39,8 +38,6 @@ _PARK_TIMEOUT = object()
 
 _local = threading.local()
 MAX_IDLE_WORKERS = 256
-# Captured at import, before greenserve.patch can replace it: the loop needs the real one.
-_DefaultSelector = selectors.DefaultSelector
 
 
 class _Waiter(Waiter):
@@ -95,24 +92,21 @@ class Hub(FdTable, TimerHeap):
     timer heap are its parts (fds.py, timers.py); the switching is all here."""
 
     def __init__(self) -> None:
-        self.selector = _DefaultSelector()
+        self.poller = new_poller()
         self.time = time.monotonic
         self._entries: Dict[int, FdEntry] = {}
         self._timers: List[Timer] = []
         self._compact_at = 256  # heap size at which cancelled timers are swept out
         self._ready: Deque[Tuple[Callable[..., Any], Tuple[Any, ...]]] = collections.deque()
         self._threadsafe: Deque[Tuple[Callable[..., Any], Tuple[Any, ...]]] = collections.deque()
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
-        self.selector.register(self._wake_r.fileno(), EVENT_READ, None)
+        self._open_wakeup()
         self._loop: Optional[greenlet] = None
         self._workers: List[Task] = []  # parked worker greenlets for start_now
         self._base_context = contextvars.Context()
         self._stopping = False
         self.turns = 0  # loop iterations; a watchdog can read it from another thread
         self.running: Optional[greenlet] = None  # the task greenlet being run; None: the loop
-        self.polling = False  # waiting in the selector (the watchdog tells idle from blocked)
+        self.polling = False  # waiting in the poller (the watchdog tells idle from blocked)
         self.switches = 0  # task greenlets started or resumed; a watchdog reads it with turns
 
     # -- running ----------------------------------------------------------------------------
@@ -145,19 +139,23 @@ class Hub(FdTable, TimerHeap):
             timeout = max(0.0, self._timers[0].when - self.time())
         self.polling = True
         try:
-            events = self.selector.select(timeout)
+            events = self.poller.poll(timeout)
         finally:
             self.polling = False
-        for key, mask in events:
-            entry: Optional[FdEntry] = key.data
+        # Each fd's entry is taken before anyone runs: a woken task may close an fd and get its
+        # number again for a new socket, which this turn's event must not wake.
+        entries = self._entries
+        for entry, fd, mask in [(entries.get(fd), fd, mask) for fd, mask in events]:
             if entry is None:
-                self._drain_wakeup()
+                if fd == self._wake_fd:
+                    self._drain_wakeup()
                 continue
+            mask &= entry.mask  # the interest it has now (an error or hang-up reports both)
             if mask & EVENT_READ:
                 who = entry.reader
                 if who is None:
                     # Nobody waits any more: drop the interest now (lazy interest, second half).
-                    self._set_mask(key.fd, entry, entry.mask & ~EVENT_READ)
+                    self._set_mask(fd, entry, entry.mask & ~EVENT_READ)
                 else:
                     entry.reader = None
                     if type(who) is _Waiter:
@@ -167,11 +165,11 @@ class Hub(FdTable, TimerHeap):
                             who()  # a one-shot watch callback
                         except Exception:
                             log.exception("error in a hub callback %r", who)
-            if mask & EVENT_WRITE and self._entries.get(key.fd) is entry:
+            if mask & EVENT_WRITE and entries.get(fd) is entry:
                 # (the reader woken above may have released or closed the fd meanwhile)
                 who = entry.writer
                 if who is None:
-                    self._set_mask(key.fd, entry, entry.mask & ~EVENT_WRITE)
+                    self._set_mask(fd, entry, entry.mask & ~EVENT_WRITE)
                 else:
                     entry.writer = None
                     self._resume(who)

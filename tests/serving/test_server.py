@@ -11,6 +11,7 @@ import requests
 
 import greenserve
 from greenserve import Config, ConfigError, Server
+from greenserve.loop.fds import Poller
 from greenserve.loop.hub import get_hub
 
 from conftest import Reader, connect, wait_until
@@ -224,17 +225,29 @@ def test_a_new_connection_whose_request_is_there_is_served_at_once():
     server = Server(hello, bind="127.0.0.1:1")
     server.start(sockets=[listener])
     watched = []
-    selector = server.hub.selector
-    register = selector.register
+    poller = server.hub.poller
 
-    def recording(fd, events, data=None):
-        # Whatever the hub's selector gets, bar the listener: a connection that waits for
-        # its request. (Recorded at the selector: the compiled hub's methods are read-only.)
-        if fd != listener.fileno():
-            watched.append(fd)
-        return register(fd, events, data)
+    class Recording(Poller):
+        # Whatever the hub's poller gets, bar the listener: a connection that waits for its
+        # request. (Recorded at the poller: the compiled hub's methods are read-only.)
+        def register(self, fd, events):
+            if fd != listener.fileno():
+                watched.append(fd)
+            poller.register(fd, events)
 
-    selector.register = recording
+        def modify(self, fd, events):
+            poller.modify(fd, events)
+
+        def unregister(self, fd):
+            poller.unregister(fd)
+
+        def poll(self, timeout):
+            return poller.poll(timeout)
+
+        def close(self):
+            poller.close()
+
+    server.hub.poller = Recording()
     thread = run_in_thread(server)
     try:
         for client in clients:
