@@ -201,10 +201,14 @@ class GreenSocket:
         that would raise BlockingIOError when there is nothing, the usual answer."""
         if self.fd < 0:
             return False
+        # A writable buffer: ioctl tries that kind first (given bytes, it makes and drops an
+        # exception before it takes them read-only).
+        count = bytearray(4)
         try:
-            return _fcntl.ioctl(self.fd, _FIONREAD, b"\0\0\0\0") != b"\0\0\0\0"
+            _fcntl.ioctl(self.fd, _FIONREAD, count)
         except OSError:
             return False
+        return count != b"\0\0\0\0"
 
     def recv_nowait(self, size: int) -> Optional[bytes]:
         """Receive what is there without waiting: None if nothing is, b"" at EOF."""

@@ -90,6 +90,25 @@ def _check_host_value(value: bytes) -> None:
         _valid_hosts.add(value)
 
 
+# Connection values found valid, with their tokens: a handful in practice (close, keep-alive,
+# Upgrade), each split and matched against the token rule once, not on every request.
+_CONNECTION_MAX = 64
+_CONNECTION_LEN = 64
+_seen_connection: dict[bytes, list[bytes]] = {}
+
+
+def _connection_tokens(value: bytes) -> list[bytes]:
+    """The tokens of one Connection field line (the list is shared: never change it)."""
+    tokens = _seen_connection.get(value)
+    if tokens is None:
+        tokens = _tokens(value, "Connection")
+        if len(value) <= _CONNECTION_LEN:
+            if len(_seen_connection) >= _CONNECTION_MAX:
+                _seen_connection.clear()
+            _seen_connection[value] = tokens
+    return tokens
+
+
 def _check_host(values: list[bytes], http11: bool) -> None:
     # RFC 9112 3.2: a server MUST respond 400 to an HTTP/1.1 request without Host, with more
     # than one Host field line, or with an invalid Host value.
@@ -132,7 +151,7 @@ def analyse(headers: Headers, http11: bool, max_body: int) -> HeadInfo:
         elif name == b"host":
             host.append(value)
         elif name == b"connection":
-            connection = (connection or []) + _tokens(value, "Connection")
+            connection = (connection or []) + _connection_tokens(value)
         else:  # expect
             expect = value.lower() if expect is None else expect + b"," + value.lower()
     _check_host(host, http11)

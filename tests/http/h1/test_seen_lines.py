@@ -109,3 +109,38 @@ def test_the_kept_host_values_are_bounded_in_number_and_length():
     long_host = b"h" * (2 * headers._HOST_LEN)
     head(b"GET / HTTP/1.1\r\nHost: " + long_host + b"\r\n\r\n")
     assert long_host not in headers._valid_hosts
+
+
+# -- Connection values -----------------------------------------------------------------------
+
+
+def keeps_alive(raw: bytes) -> bool:
+    conn = H1Connection()
+    conn.receive_data(raw)
+    assert isinstance(conn.next_event(), Request)
+    return conn.keep_alive
+
+
+def test_a_connection_value_found_valid_is_kept_with_its_tokens_and_an_invalid_one_never():
+    headers._seen_connection.clear()
+    for _ in range(2):  # the second time from what was kept: the same answers
+        assert not keeps_alive(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        assert keeps_alive(b"GET / HTTP/1.0\r\nHost: a\r\nConnection: Keep-Alive\r\n\r\n")
+        assert not keeps_alive(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: x, CLOSE\r\n\r\n")
+        assert keeps_alive(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, ,te\r\n\r\n")
+    assert headers._seen_connection == {
+        b"close": [b"close"], b"Keep-Alive": [b"keep-alive"], b"x, CLOSE": [b"x", b"close"],
+        b"keep-alive, ,te": [b"keep-alive", b"te"]}
+    for bad in (b"clo\x7fse", b"close, a b", b"(close)"):
+        for _ in range(2):
+            assert refusal(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: " + bad + b"\r\n\r\n") == 400
+        assert bad not in headers._seen_connection
+
+
+def test_the_kept_connection_values_are_bounded_in_number_and_length():
+    for i in range(3 * headers._CONNECTION_MAX):
+        keeps_alive(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: t%d\r\n\r\n" % i)
+    assert 0 < len(headers._seen_connection) <= headers._CONNECTION_MAX
+    long_value = b"t" * (2 * headers._CONNECTION_LEN)
+    keeps_alive(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: " + long_value + b"\r\n\r\n")
+    assert long_value not in headers._seen_connection
