@@ -30,6 +30,7 @@ COMPILED = [
     "greenserve/loop/fds.py",
     "greenserve/loop/timers.py",
     "greenserve/loop/gsocket.py",
+    "greenserve/serving/accepting.py",
 ]
 
 

@@ -31,7 +31,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 COMPILED = ("http.h1._abnf", "http.h1._readers", "http.h1._writers", "http.h1.connection",
             "http.h1.events", "http.h1.headers", "http.wsgi", "http.dates", "http.body",
             "http.respond", "http.connection", "http.preamble", "http.port", "loop.hub",
-            "loop.fds", "loop.timers", "loop.gsocket")
+            "loop.fds", "loop.timers", "loop.gsocket", "serving.accepting")
 BUILD = "pure"
 REASON = ""
 

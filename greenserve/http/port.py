@@ -80,6 +80,7 @@ class ServerPort:
         self.keepalive_timeout: float = config.keepalive_timeout
         self.request_timeout: float = config.request_timeout
         self.buffer_chunked_body: bool = config.buffer_chunked_body
+        self.max_connections: int = config.max_connections
         self.draining = False
         self.stats = Stats()
         self.connections: Dict[Any, None] = {}
@@ -133,7 +134,7 @@ class ServerPort:
         self.connections.pop(conn, None)
         if self.metrics is not None:
             self.metrics.connection_closed()
-        if self.paused and len(self.connections) < self.config.max_connections:
+        if self.paused and len(self.connections) < self.max_connections:
             self.resume_accepting()
 
     def resume_accepting(self) -> None:

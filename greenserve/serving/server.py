@@ -1,15 +1,8 @@
 """Server: listeners, the accept path, idle connections, graceful stop and statistics.
 
 Strategy:
-- Accepting is a hub callback, not a greenlet: when a listener is readable the hub accepts what
-  waits, up to ``ACCEPT_BATCH`` connections, and serves the first ``SERVE_AT_ONCE`` of them at
-  once where the request is already there (``Connection.start``); the others are watched for
-  their first byte. A turn of the loop takes long under load (it answers every ready
-  connection), so the one accept of a turn must empty the listen queue: at 64 a turn, 10,000
-  clients connecting at once were still being accepted seconds later, and a queue that
-  overflows drops SYNs, whose clients wait out TCP's 1 s, 3 s... retransmission timers. At
-  ``max_connections`` the listener is not watched until a connection closes; on EMFILE/ENFILE
-  accepting backs off.
+- Accepting is ``Acceptor``'s (accepting.py, compiled): one accept of a turn empties the listen
+  queue; at ``max_connections`` the listener waits until a connection closes.
 - Idle connections (new, or kept alive between requests) live in two insertion-ordered dicts,
   one per timeout, so the oldest is always first: a periodic sweep closes expired ones in O(1)
   per connection, with no timer per request.
@@ -23,20 +16,16 @@ Strategy:
 
 from __future__ import annotations
 
-import errno
 import logging
 import socket
-import sys
 import threading
-import _socket
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional
 
 from .._version import __version__
 from ..config.addresses import BindAddress, parse_bind
 from ..config.options import Config
 from ..errors import ConfigError
 from ..http.connection import DRAIN_QUIET, Connection
-from ..http.port import ServerPort
 from ..http.preamble import connection_factory
 from ..http.tls import make_context
 from ..http.websocket import close_going_away
@@ -47,22 +36,15 @@ from ..observe.endpoint import MetricsEndpoint
 from ..observe.logs import AccessLog
 from ..observe.metrics import MetricsStore
 from ..patch import apply as apply_patch
+from .accepting import NODELAY_INHERITED, Acceptor
 from .listeners import Listener, address_of, bind_listener
 
 log = logging.getLogger("greenserve.error")
-ACCEPT_BATCH = 2048  # per turn at most: as deep as the default --backlog
-# Of those, how many are served at once (the rest wait for the next turn): served at once,
-# a client whose connection closes after one response reconnects into the same accept loop.
-SERVE_AT_ONCE = 64
-_c_accept: Callable[[Any], Tuple[int, Any]] = getattr(_socket.socket, "_accept")  # C accept4
-_Socket = socket.socket  # the real class, even if greenserve.patch replaces the module's later
-_NODELAY_INHERITED = sys.platform.startswith("linux")
-_ACCEPT_BACKOFF = (0.05, 1.0)
 DRAIN_SWEEP = 0.05  # seconds between sweeps of idle connections while draining
 SOFTWARE = f"greenserve/{__version__}"
 
 
-class Server(ServerPort):
+class Server(Acceptor):
     """A WSGI server on one hub. ``start()`` binds; ``serve_forever()`` runs; ``stop()`` ends.
     It is one process: an option only a supervisor acts on (``workers``...) raises ConfigError."""
 
@@ -178,11 +160,11 @@ class Server(ServerPort):
         for listener in self.listeners:
             listener.gsock = GreenSocket(listener.sock, hub)
             listener.environ = self._listener_environ(listener)
-            if listener.tcp and _NODELAY_INHERITED:
+            if listener.tcp and NODELAY_INHERITED:
                 # Accepted sockets inherit TCP_NODELAY from the listener on Linux: one
                 # setsockopt here instead of one per connection.
                 listener.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            hub.call_soon(self._watch_listener, listener)
+            hub.call_soon(self.watch_listener, listener)
         hub.call_soon(self._serving.set)
         hub.call_soon(self._schedule_sweep)
         hub.call_soon(self._tick_date)
@@ -272,60 +254,6 @@ class Server(ServerPort):
         env["greenserve.statistics"] = self.statistics  # for /stats pages and health checks
         env["greenserve.sleep"] = self.hub.sleep  # a cooperative sleep(seconds) for pure WSGI apps
         return env
-
-    def _watch_listener(self, listener: Listener) -> None:
-        if self.draining or listener.gsock is None or listener.gsock.fd < 0:
-            return
-        self.hub.watch_readable(listener.gsock.fd, lambda: self._accept(listener))
-
-    def _accept(self, listener: Listener) -> None:
-        sock = listener.sock
-        family, kind, proto = listener.socket_args
-        for n in range(ACCEPT_BATCH):
-            if len(self.connections) >= self.config.max_connections:
-                self.paused.append(listener)
-                return
-            try:
-                # The C accept, then a socket object made from the listener's known family
-                # and socket type (socket.accept() would turn both into enums each time).
-                fd, peer = _c_accept(sock)
-                client = _Socket(family, kind, proto, fileno=fd)
-            except BlockingIOError:
-                break
-            except OSError as exc:
-                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    self.stats.accept_errors += 1
-                    log.warning("cannot accept connections (%s); backing off", exc.strerror)
-                    self.hub.call_later(_ACCEPT_BACKOFF[0], self._watch_listener, listener)
-                    return
-                continue  # ECONNABORTED and friends: that client is gone, take the next
-            self._adopt(client, peer, listener, n < SERVE_AT_ONCE)
-        self._watch_listener(listener)
-
-    def _adopt(self, client: socket.socket, peer: Any, listener: Listener, serve: bool) -> None:
-        if listener.tcp and not _NODELAY_INHERITED:
-            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        remote = (peer[0], str(peer[1])) if isinstance(peer, tuple) else None
-        if remote is not None and remote[0].startswith("::ffff:") and "." in remote[0]:
-            # IPv4 on a dual-stack [::] listener: the mapped address (RFC 4291 2.5.5.2), which
-            # the C library (inet_ntop) writes ::ffff:a.b.c.d on every Python, is reported as
-            # a.b.c.d, as addresses.client_address writes one that a proxy names.
-            remote = (remote[0][7:], remote[1])
-        conn = listener.make_connection(self, client, listener.environ, remote)
-        self.connections[conn] = None
-        self.stats.connections_total += 1
-        if self.metrics is not None:
-            self.metrics.connection_opened()
-        conn.deadline = conn.started + self.config.header_timeout
-        if serve:
-            conn.start()
-        else:
-            conn.watch()
-
-    def resume_accepting(self) -> None:
-        paused, self.paused = self.paused, []
-        for listener in paused:
-            self._watch_listener(listener)
 
     def _close_websockets(self) -> None:
         """Server stop: every open WebSocket session gets a close frame with 1001 (each in a
