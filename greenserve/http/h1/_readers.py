@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import Dict, List, NamedTuple, Optional, Tuple, Union
+from typing import Dict, NamedTuple, Optional, Tuple, Union
 
 from ...errors import RemoteProtocolError
 from . import _abnf
@@ -44,6 +44,13 @@ _SEEN_LINE = 256
 _PRIVATE = re.compile(rb"(?i)(?:cookie|authorization|proxy-authorization):")
 _seen_fields: Dict[bytes, Tuple[bytes, bytes]] = {}
 _seen_request_lines: Dict[bytes, Tuple[bytes, bytes, bytes]] = {}
+# Whole heads, for a client that repeats one exactly (a probe, an API client, a load test):
+# the parsed Request (immutable: shared by every request of those bytes) with what the limits
+# are checked against, (request line length, field count). Kept only when every field line
+# could be kept above (so no credentials), up to _HEAD_LEN bytes.
+_HEADS_MAX = 256
+_HEAD_LEN = 1024
+_seen_heads: Dict[bytes, Tuple[Request, int, int]] = {}
 
 
 class Limits(NamedTuple):
@@ -151,16 +158,17 @@ def _parse_request_line(line: bytes, limits: Limits) -> tuple[bytes, bytes, byte
     return method, target, (b"1.0" if minor == b"0" else b"1.1")
 
 
-def _take_lines(buf: bytearray, end: int) -> List[bytes]:
-    """Remove the head that ends at ``end`` (its CRLFCRLF) from ``buf``; return its lines."""
-    if end + 4 == len(buf):  # the usual case: the buffer holds just this head
-        lines = bytes(buf).split(b"\r\n")
+def _take_head(buf: bytearray, end: int) -> bytes:
+    """Remove the head that ends at ``end`` (its CRLFCRLF) from ``buf``; return it, CRLFCRLF
+    included."""
+    size = end + 4
+    if size == len(buf):  # the usual case: the buffer holds just this head
+        head = bytes(buf)
         buf.clear()
-        del lines[-2:]  # the two empty strings that the final CRLFCRLF splits into
-        return lines
-    lines = bytes(buf[:end]).split(b"\r\n")
-    del buf[: end + 4]
-    return lines
+        return head
+    head = bytes(buf[:size])
+    del buf[:size]
+    return head
 
 
 class HeadReader:
@@ -193,8 +201,18 @@ class HeadReader:
         if end > limits.max_request_line + limits.max_header_bytes:
             self._refuse_incomplete(buf)
             raise RemoteProtocolError("request head too large", 431)
-        lines = _take_lines(buf, end)
+        head = _take_head(buf, end)
         self._scanned = 0
+        known = _seen_heads.get(head)
+        if known is not None:
+            request, line_length, count = known
+            if (line_length <= limits.max_request_line and count <= limits.max_header_count
+                    and end - line_length <= limits.max_header_bytes):
+                self.method = request[0]
+                return request
+            # (over this server's limits: parsed again below, to refuse it as a new head is)
+        lines = head.split(b"\r\n")
+        del lines[-2:]  # the two empty strings that the final CRLFCRLF splits into
         line = lines[0]
         parsed_line = False
         try:
@@ -206,12 +224,18 @@ class HeadReader:
                 raise RemoteProtocolError("request header fields too large", 431)
             del lines[0]
             parsed_line = True
-            return _new_request((method, target, version, parse_fields(lines, limits.max_header_count)))
+            request = _new_request(
+                (method, target, version, parse_fields(lines, limits.max_header_count)))
         except RemoteProtocolError:
             # The first fault in byte order decides, as it would for a head arriving in pieces.
             head = b"\r\n".join([line, *lines] if parsed_line else lines)
             self._refuse_incomplete(bytearray(head + b"\r\n\r\n"))
             raise
+        if len(head) <= _HEAD_LEN and all(field in _seen_fields for field in lines):
+            if len(_seen_heads) >= _HEADS_MAX:
+                _seen_heads.clear()
+            _seen_heads[head] = (request, len(line), len(lines))
+        return request
 
     def _skip_leading_crlf(self, buf: bytearray) -> None:
         # RFC 9112 2.2: a server SHOULD ignore at least one empty line before the request-line.

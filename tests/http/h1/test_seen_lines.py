@@ -1,5 +1,5 @@
 """The parser keeps the short request and header lines it has found valid, with what they parsed
-into, so that a client repeating itself (every request of a keep-alive connection, a load
+into (and whole heads made only of such lines), so that a client repeating itself (every request of a keep-alive connection, a load
 balancer's probe) skips the grammar's regular expressions. The same bytes always parse the same
 way; these tests check that the shortcut changes no outcome and that its memory is bounded
 whatever a client sends.
@@ -84,6 +84,78 @@ def test_the_kept_lines_are_bounded_in_number_and_length():
     assert request.headers[1] == (b"x-long", long_value)
     assert all(len(line) <= _readers._SEEN_LINE for line in _readers._seen_fields)
     assert all(len(line) <= _readers._SEEN_LINE for line in _readers._seen_request_lines)
+
+
+# -- whole heads -----------------------------------------------------------------------------
+
+
+def limited(raw: bytes, **limits: int):
+    """The event, or the refusal's status, of ``raw`` under a server with these limits."""
+    conn = H1Connection(_readers.Limits(**limits))
+    conn.receive_data(raw)
+    try:
+        return conn.next_event()
+    except RemoteProtocolError as exc:
+        return exc.status_hint
+
+
+def test_a_repeated_head_is_parsed_once_and_answers_the_same():
+    _readers._seen_heads.clear()
+    raw = b"GET /probe?x=1 HTTP/1.1\r\nHost: a\r\nUser-Agent: probe/1\r\nAccept: */*\r\n\r\n"
+    first = head(raw)
+    assert _readers._seen_heads[raw][0] is first
+    again = head(raw)
+    assert again is first  # the kept Request: immutable, shared
+    assert again == (b"GET", b"/probe?x=1", b"1.1",
+                     ((b"host", b"a"), (b"user-agent", b"probe/1"), (b"accept", b"*/*")))
+    # pipelined behind another request, and after a leading CRLF: still the same head
+    conn = H1Connection()
+    conn.receive_data(b"\r\n" + raw + raw)
+    assert conn.next_event() is first
+
+
+def test_a_kept_head_is_refused_by_a_server_with_smaller_limits():
+    """The kept heads are shared by every server of the process; the limits are each its own."""
+    raw = b"GET /" + b"a" * 60 + b" HTTP/1.1\r\nHost: a\r\nX-One: 1\r\nX-Two: 2\r\n\r\n"
+    assert isinstance(head(raw), Request) and raw in _readers._seen_heads
+    assert limited(raw, max_request_line=40) == 414
+    assert limited(raw, max_header_count=2) == 431
+    assert limited(raw, max_header_bytes=20) == 431
+    assert isinstance(limited(raw, max_header_count=3), Request)
+
+
+def test_a_head_with_credentials_or_a_long_line_is_not_kept():
+    for raw in (b"GET / HTTP/1.1\r\nHost: a\r\nCookie: s=1\r\n\r\n",
+                b"GET / HTTP/1.1\r\nHost: a\r\nauthorization: Basic eDp5\r\n\r\n",
+                b"GET / HTTP/1.1\r\nHost: a\r\nX-Long: " + b"v" * 300 + b"\r\n\r\n"):
+        head(raw)
+        head(raw)
+        assert raw not in _readers._seen_heads
+
+
+def test_a_head_the_grammar_refuses_is_never_kept_and_one_the_framing_refuses_always_is():
+    for raw in (b"GET / HTTP/1.1\r\nHost: a\r\nX-Bad: \x01\r\n\r\n",
+                b"GET / HTTP/1.1\r\nHost: a\r\n X-Folded: 1\r\n\r\n"):
+        for _ in range(2):
+            assert refusal(raw) == 400
+        assert raw not in _readers._seen_heads
+    # Kept as parsed (its lines are valid), the head is still checked on every request: two
+    # Host lines, or none, are refused each time (headers.analyse runs after the lookup).
+    for raw in (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", b"GET / HTTP/1.1\r\n\r\n",
+                b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"):
+        for _ in range(3):
+            assert refusal(raw) == 400
+
+
+def test_the_kept_heads_are_bounded_in_number_and_length():
+    for i in range(3 * _readers._HEADS_MAX):
+        head(b"GET /%d HTTP/1.1\r\nHost: a\r\n\r\n" % i)
+    assert 0 < len(_readers._seen_heads) <= _readers._HEADS_MAX
+    fields = b"".join(b"X-F%d: %s\r\n" % (i, b"v" * 100) for i in range(12))
+    raw = b"GET / HTTP/1.1\r\nHost: a\r\n" + fields + b"\r\n"
+    assert len(raw) > _readers._HEAD_LEN
+    head(raw)
+    assert raw not in _readers._seen_heads
 
 
 # -- Host values -----------------------------------------------------------------------------
