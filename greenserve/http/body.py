@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import tempfile
-from typing import IO, Any, Dict, Optional
+from typing import Any, Dict, Final, IO, Optional
 
 from . import h1
 from ..errors import ClientDisconnected, ClientError, RemoteProtocolError
@@ -21,12 +21,13 @@ from .port import ServerPort
 from .wsgi import Input
 
 RECV_SIZE = 65536
-GONE = 0  # client_error status meaning "nothing can be sent any more"
+GONE: Final = 0  # client_error status meaning "nothing can be sent any more"
 # Fairness for bodies of tiny chunks: parsing costs per chunk (~2.5 us), not per byte, so a
 # socket that never waits yields to the others every so many tiny pieces, not only every MiB.
-_TINY_PIECE = 256
-_TINY_PIECES_PER_TURN = 2048
-_SPOOL_MEMORY = 1 << 20  # a buffered chunked request body beyond this goes to a temporary file
+_TINY_PIECE: Final = 256
+_TINY_PIECES_PER_TURN: Final = 2048
+# A buffered chunked request body beyond this goes to a temporary file.
+_SPOOL_MEMORY: Final = 1 << 20
 
 
 @trait

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from typing import IO, Any, Dict, Iterable, Optional, Tuple
+from typing import Any, Dict, Final, IO, Iterable, Optional, Tuple
 
 from . import h1
 from ..errors import (
@@ -46,7 +46,7 @@ log = logging.getLogger("greenserve.error")
 # middle of a run of requests sends the next within milliseconds (RFC 9112 9.3.1: closing
 # under it is a race it may lose); one quiet for a second is most likely parked in a pool,
 # and is closed then rather than holding up the drain.
-DRAIN_QUIET = 1.0
+DRAIN_QUIET: Final = 1.0
 
 
 class Connection(Responder, BodyReader):

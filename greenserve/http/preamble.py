@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Final, Optional, Tuple
 
 from ..errors import RemoteProtocolError
 from ..loop.gsocket import GreenSocket
@@ -28,7 +28,7 @@ from .tls import GreenSSLSocket, NotTLSError
 
 log = logging.getLogger("greenserve.error")
 Factory = Callable[[ServerPort, socket.socket, Dict[str, Any], Optional[Tuple[str, str]]], Connection]
-_PEEK = 256
+_PEEK: Final = 256
 
 
 def connection_factory(context: Optional[ssl.SSLContext], proxy_protocol: bool) -> Factory:

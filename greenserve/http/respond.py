@@ -26,7 +26,7 @@ import logging
 import os
 import socket
 import stat
-from typing import Any, Iterable, Optional, Sequence, Tuple
+from typing import Any, Final, Iterable, Optional, Sequence, Tuple
 
 from . import h1
 from ..errors import ClientDisconnected, ClientError, LocalProtocolError
@@ -38,9 +38,9 @@ from .port import ServerPort
 from .wsgi import FileWrapper, Response, whole_body
 
 log = logging.getLogger("greenserve.error")
-_SMALL = 16384  # pieces up to this size are joined with the head into one send
-_LINGER_BYTES = 1 << 20  # a lingering close reads at most this much before it closes
-_REASONS = {
+_SMALL: Final = 16384  # pieces up to this size are joined with the head into one send
+_LINGER_BYTES: Final = 1 << 20  # a lingering close reads at most this much before it closes
+_REASONS: Final = {
     400: "Bad Request", 408: "Request Timeout", 413: "Content Too Large", 414: "URI Too Long",
     417: "Expectation Failed", 431: "Request Header Fields Too Large", 500:
     "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable", 504:

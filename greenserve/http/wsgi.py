@@ -14,7 +14,8 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import (Any, Callable, Dict, Final, Iterable, Iterator, List, Optional, Sequence, Set,
+                    Tuple)
 from urllib.parse import unquote_to_bytes
 
 from ..errors import LocalProtocolError
@@ -24,13 +25,13 @@ log = logging.getLogger("greenserve.error")
 Environ = Dict[str, Any]
 ExcInfo = Tuple[Any, Any, Any]
 
-_STATUS = re.compile(r"([1-5][0-9][0-9]) ([\t\x20-\x7e\x80-\xff]*)")
-_HEADER_KEYS: Dict[bytes, Optional[str]] = {}
-_MAX_CACHED_KEYS = 2048
+_STATUS: Final = re.compile(r"([1-5][0-9][0-9]) ([\t\x20-\x7e\x80-\xff]*)")
+_HEADER_KEYS: Final[Dict[bytes, Optional[str]]] = {}
+_MAX_CACHED_KEYS: Final = 2048
 # Origin-form targets and their (PATH_INFO, QUERY_STRING, REQUEST_URI): see request_environ.
-_targets: Dict[bytes, Tuple[str, str, str]] = {}
-_TARGETS_MAX = 512
-_TARGET_LEN = 256
+_targets: Final[Dict[bytes, Tuple[str, str, str]]] = {}
+_TARGETS_MAX: Final = 512
+_TARGET_LEN: Final = 256
 
 
 def _environ_key(name: bytes) -> Optional[str]:
@@ -80,9 +81,10 @@ def base_environ(
     }
 
 
-_PROTOCOLS = {b"1.1": "HTTP/1.1", b"1.0": "HTTP/1.0"}
-_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")}
-_MISSING = "?"  # not a valid environ key: marks a header name not seen before
+_PROTOCOLS: Final = {b"1.1": "HTTP/1.1", b"1.0": "HTTP/1.0"}
+_METHODS: Final = {m.encode(): m
+                   for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")}
+_MISSING: Final = "?"  # not a valid environ key: marks a header name not seen before
 
 
 def request_environ(
@@ -263,7 +265,7 @@ class Input:
 
 EMPTY_INPUT = Input(lambda: b"")  # stateless: wsgi.input of every request without a body
 EMPTY_INPUT._eof = True
-EMPTY_HEAD = AppHead(b"", None, False, False)
+EMPTY_HEAD: Final = AppHead(b"", None, False, False)
 
 
 class FileWrapper:
@@ -297,10 +299,10 @@ class FileWrapper:
         return int(self.filelike.tell())
 
 
-_app_heads: Dict[Tuple[Tuple[str, str], ...], AppHead] = {}
-_warned: Set[bytes] = set()  # the app Connection values logged already
-_statuses: Dict[str, Tuple[int, bytes]] = {}
-_MAX_CACHED = 512
+_app_heads: Final[Dict[Tuple[Tuple[str, str], ...], AppHead]] = {}
+_warned: Final[Set[bytes]] = set()  # the app Connection values logged already
+_statuses: Final[Dict[str, Tuple[int, bytes]]] = {}
+_MAX_CACHED: Final = 512
 
 
 def app_head(headers: Any) -> AppHead:

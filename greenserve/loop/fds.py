@@ -23,16 +23,16 @@ import math
 import select
 import selectors
 import socket
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, Final, List, Optional, Tuple
 
 from .._traits import mypyc_attr, trait
 from ..errors import BusyResourceError
 
-EVENT_READ = selectors.EVENT_READ
-EVENT_WRITE = selectors.EVENT_WRITE
+EVENT_READ: Final = selectors.EVENT_READ
+EVENT_WRITE: Final = selectors.EVENT_WRITE
 # Captured at import, before greenserve.patch can replace DefaultSelector: the hub needs the
 # platform's own.
-_DefaultSelector = selectors.DefaultSelector
+_DefaultSelector: Final = selectors.DefaultSelector
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)
@@ -58,8 +58,8 @@ class Poller:
         raise NotImplementedError
 
 
-_EPOLLIN = select.EPOLLIN if hasattr(select, "epoll") else 1
-_EPOLLOUT = select.EPOLLOUT if hasattr(select, "epoll") else 4
+_EPOLLIN: Final = select.EPOLLIN if hasattr(select, "epoll") else 1
+_EPOLLOUT: Final = select.EPOLLOUT if hasattr(select, "epoll") else 4
 
 
 class EpollPoller(Poller):

@@ -19,7 +19,7 @@ import socket
 import sys
 import termios
 import _socket
-from typing import Any, BinaryIO, List, Optional, Protocol, Sequence, Tuple, Union
+from typing import Any, BinaryIO, Final, List, Optional, Protocol, Sequence, Tuple, Union
 
 from .._traits import mypyc_attr
 from .hub import Hub, get_hub
@@ -37,10 +37,14 @@ class SendPace(Protocol):
 
 
 SendTimeout = Union[None, float, SendPace]
-YIELD_EVERY = 1 << 20
-_SENDFILE_BLOCK = 1 << 20
-_DISCARD = bytearray(65536)  # what discard_nowait reads into (its content is never used)
-_IOV_MAX = min(os.sysconf("SC_IOV_MAX"), 1024) if hasattr(os, "sysconf") else 1024
+YIELD_EVERY: Final = 1 << 20
+_SENDFILE_BLOCK: Final = 1 << 20
+_DISCARD: Final = bytearray(65536)  # what discard_nowait reads into (its content is never used)
+_IOV_MAX: Final = min(os.sysconf("SC_IOV_MAX"), 1024) if hasattr(os, "sysconf") else 1024
+_INET_FAMILIES: Final = ((socket.AF_INET, int(socket.AF_INET), False),
+                         (socket.AF_INET6, int(socket.AF_INET6), True))
+_AF_UNSPEC: Final = int(socket.AF_UNSPEC)
+_inet_pton: Final = _socket.inet_pton
 
 
 def _literal_address(address: Tuple[Any, ...], family: int) -> List[Tuple[Any, ...]]:
@@ -50,13 +54,13 @@ def _literal_address(address: Tuple[Any, ...], family: int) -> List[Tuple[Any, .
     host, port = address[0], address[1]
     if type(host) is not str or type(port) is not int:
         return []
-    for candidate, sockaddr in ((socket.AF_INET, (host, port)),
-                                (socket.AF_INET6, (host, port, 0, 0))):
-        if family in (candidate, socket.AF_UNSPEC):
+    for candidate, number, six in _INET_FAMILIES:
+        if family == number or family == _AF_UNSPEC:
             try:
-                socket.inet_pton(candidate, host)
+                _inet_pton(number, host)
             except OSError:
                 continue
+            sockaddr = (host, port, 0, 0) if six else (host, port)
             return [(candidate, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", sockaddr)]
     return []
 
@@ -65,16 +69,16 @@ def _literal_address(address: Tuple[Any, ...], family: int) -> List[Tuple[Any, .
 # lookup on a ``socket.socket`` instance goes through a slow generic hook (the Python subclass
 # of a C type that defines __getattribute__), a cost paid on every recv and send otherwise.
 # Subclasses that override these (TLS) call their own methods instead.
-_recv = _socket.socket.recv
-_recv_into = _socket.socket.recv_into
-_send = _socket.socket.send
-_sendmsg = _socket.socket.sendmsg
-_connect_ex = _socket.socket.connect_ex
-_getsockopt = _socket.socket.getsockopt
-_setblocking = _socket.socket.setblocking
-_fileno = _socket.socket.fileno
+_recv: Final = _socket.socket.recv
+_recv_into: Final = _socket.socket.recv_into
+_send: Final = _socket.socket.send
+_sendmsg: Final = _socket.socket.sendmsg
+_connect_ex: Final = _socket.socket.connect_ex
+_getsockopt: Final = _socket.socket.getsockopt
+_setblocking: Final = _socket.socket.setblocking
+_fileno: Final = _socket.socket.fileno
 _SOL_SOCKET, _SO_ERROR = int(socket.SOL_SOCKET), int(socket.SO_ERROR)
-_FIONREAD = termios.FIONREAD
+_FIONREAD: Final = termios.FIONREAD
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)  # TLS's GreenSSLSocket

@@ -22,7 +22,7 @@ import contextvars
 import logging
 import threading
 import time
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, Final, List, Optional, Tuple
 
 from greenlet import getcurrent, greenlet
 
@@ -34,10 +34,10 @@ from .timers import Timer, TimerHeap
 
 log = logging.getLogger("greenserve.error")
 
-_PARK_TIMEOUT = object()
+_PARK_TIMEOUT: Final = object()
 
-_local = threading.local()
-MAX_IDLE_WORKERS = 256
+_local: Final = threading.local()
+MAX_IDLE_WORKERS: Final = 256
 
 
 class _Waiter(Waiter):

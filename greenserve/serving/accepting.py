@@ -22,22 +22,22 @@ import logging
 import socket
 import sys
 import _socket
-from typing import Any, Callable, Tuple
+from typing import Any, Callable, Final, Tuple
 
 from .._traits import mypyc_attr
 from ..http.connection import Connection
 from ..http.port import ServerPort
 
 log = logging.getLogger("greenserve.error")
-ACCEPT_BATCH = 2048  # per turn at most: as deep as the default --backlog
+ACCEPT_BATCH: Final = 2048  # per turn at most: as deep as the default --backlog
 # Of those, how many are served at once (the rest wait for the next turn): served at once,
 # a client whose connection closes after one response reconnects into the same accept loop.
-SERVE_AT_ONCE = 64
-_c_accept: Callable[[Any], Tuple[int, Any]] = getattr(_socket.socket, "_accept")  # C accept4
-_Socket = socket.socket  # the real class, even if greenserve.patch replaces the module's later
-NODELAY_INHERITED = sys.platform.startswith("linux")
-_ACCEPT_BACKOFF = 0.05
-_GONE = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+SERVE_AT_ONCE: Final = 64
+_c_accept: Final[Callable[[Any], Tuple[int, Any]]] = getattr(_socket.socket, "_accept")  # C accept4
+_Socket: Final = socket.socket  # the real class, even if greenserve.patch replaces it later
+NODELAY_INHERITED: Final = sys.platform.startswith("linux")
+_ACCEPT_BACKOFF: Final = 0.05
+_GONE: Final = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)

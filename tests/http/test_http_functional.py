@@ -1045,7 +1045,7 @@ def test_illegal_app_headers_give_500_never_a_split_response(serve, headers):
 
 @pytest.mark.parametrize("streamed", [False, True], ids=["whole", "streamed"])
 @pytest.mark.parametrize("value", ["close", "Close", "keep-alive, close"])
-def test_app_connection_close_is_honoured_and_warned_once(serve, caplog, monkeypatch, streamed,
+def test_app_connection_close_is_honoured_and_warned_once(serve, caplog, request, streamed,
                                                          value):
     """Regression: an app's own "Connection: close" got a 500. PEP 3333 leaves hop-by-hop
     headers to the server, but real apps send this one (when they cannot tell their length),
@@ -1053,8 +1053,13 @@ def test_app_connection_close_is_honoured_and_warned_once(serve, caplog, monkeyp
     after it, and warns once, naming the header. Framing-changing hop-by-hop headers are still
     refused (test_illegal_app_headers_give_500_never_a_split_response)."""
     caplog.set_level(logging.WARNING, logger="greenserve.error")
-    monkeypatch.setattr(greenserve.http.wsgi, "_warned", set())  # as in a new process
-    monkeypatch.setattr(greenserve.http.wsgi, "_app_heads", {})
+    # As in a new process: emptied in place (compiled code holds these containers themselves),
+    # and given back their contents afterwards.
+    wsgi = greenserve.http.wsgi
+    saved = (set(wsgi._warned), dict(wsgi._app_heads))
+    wsgi._warned.clear()
+    wsgi._app_heads.clear()
+    request.addfinalizer(lambda: (wsgi._warned.update(saved[0]), wsgi._app_heads.update(saved[1])))
 
     def app(environ, start_response):
         start_response("200 OK", [("Content-Type", "text/plain"), ("Connection", value)])

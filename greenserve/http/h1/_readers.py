@@ -18,39 +18,39 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import Dict, NamedTuple, Optional, Tuple, Union
+from typing import Dict, Final, NamedTuple, Optional, Tuple, Union
 
 from ...errors import RemoteProtocolError
 from . import _abnf
 from .events import NEED_DATA, Data, EndOfMessage, Headers, Request, Signal
 
 # A bare LF, or a CR that is followed by anything but LF.
-_BARE_EOL = re.compile(rb"(?<!\r)\n|\r(?!\n)")
-_EOL = re.compile(rb"[\r\n]")
-_MAX_CHUNK_LINE = 4096
-_MAX_CHUNK_SIZE_DIGITS = 16
-_MAX_LEADING_CRLF = 8
-_PEEK = 64  # bytes of an incomplete head checked for a request line that cannot be valid
+_BARE_EOL: Final = re.compile(rb"(?<!\r)\n|\r(?!\n)")
+_EOL: Final = re.compile(rb"[\r\n]")
+_MAX_CHUNK_LINE: Final = 4096
+_MAX_CHUNK_SIZE_DIGITS: Final = 16
+_MAX_LEADING_CRLF: Final = 8
+_PEEK: Final = 64  # bytes of an incomplete head checked for a request line that cannot be valid
 # NamedTuple construction without the generated Python-level __new__ (hot path).
-_new_request = functools.partial(tuple.__new__, Request)
+_new_request: Final = functools.partial(tuple.__new__, Request)
 # Lines already found valid, with what they parsed into: clients send the same request and
 # header lines again and again (a keep-alive connection, a browser, a load balancer's probe),
 # and a dict lookup costs far less than the grammar's regular expressions. The same bytes
 # always parse the same way, so nothing is loosened. Only short lines are kept, a full cache
 # is emptied (a client that sends only new lines costs a lookup, and a bounded memory), and no
 # credentials are kept beyond their request.
-_SEEN_MAX = 512
-_SEEN_LINE = 256
-_PRIVATE = re.compile(rb"(?i)(?:cookie|authorization|proxy-authorization):")
-_seen_fields: Dict[bytes, Tuple[bytes, bytes]] = {}
-_seen_request_lines: Dict[bytes, Tuple[bytes, bytes, bytes]] = {}
+_SEEN_MAX: Final = 512
+_SEEN_LINE: Final = 256
+_PRIVATE: Final = re.compile(rb"(?i)(?:cookie|authorization|proxy-authorization):")
+_seen_fields: Final[Dict[bytes, Tuple[bytes, bytes]]] = {}
+_seen_request_lines: Final[Dict[bytes, Tuple[bytes, bytes, bytes]]] = {}
 # Whole heads, for a client that repeats one exactly (a probe, an API client, a load test):
 # the parsed Request (immutable: shared by every request of those bytes) with what the limits
 # are checked against, (request line length, field count). Kept only when every field line
 # could be kept above (so no credentials), up to _HEAD_LEN bytes.
-_HEADS_MAX = 256
-_HEAD_LEN = 1024
-_seen_heads: Dict[bytes, Tuple[Request, int, int]] = {}
+_HEADS_MAX: Final = 256
+_HEAD_LEN: Final = 1024
+_seen_heads: Final[Dict[bytes, Tuple[Request, int, int]]] = {}
 
 
 class Limits(NamedTuple):
@@ -289,7 +289,11 @@ class LengthReader:
 
 
 # States of the chunked reader.
-_SIZE, _DATA, _DATA_END, _TRAILER, _DONE = range(5)
+_SIZE: Final = 0
+_DATA: Final = 1
+_DATA_END: Final = 2
+_TRAILER: Final = 3
+_DONE: Final = 4
 
 
 class ChunkedReader:

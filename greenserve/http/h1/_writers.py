@@ -13,27 +13,27 @@ its own Connection field, and ``close`` makes it close the connection after the 
 from __future__ import annotations
 
 import re
-from typing import Dict, List, NamedTuple, Optional, Tuple
+from typing import Dict, Final, List, NamedTuple, Optional, Tuple
 
 from ...errors import LocalProtocolError
 from . import _abnf
 from .headers import comma_list
 
 # Framing modes of a response body.
-NO_BODY = 0  # HEAD, 1xx, 204, 304 (RFC 9110 9.3.2, 15.3.5, 15.4.5)
-LENGTH = 1
-CHUNKED = 2
-CLOSE_DELIMITED = 3
+NO_BODY: Final = 0  # HEAD, 1xx, 204, 304 (RFC 9110 9.3.2, 15.3.5, 15.4.5)
+LENGTH: Final = 1
+CHUNKED: Final = 2
+CLOSE_DELIMITED: Final = 3
 
-_NAME = re.compile(_abnf.TOKEN)
-_VALUE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
-_HOP_BY_HOP = frozenset(
+_NAME: Final = re.compile(_abnf.TOKEN)
+_VALUE: Final = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
+_HOP_BY_HOP: Final = frozenset(
     [b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te",
      b"trailer", b"trailers", b"transfer-encoding", b"upgrade"]
 )
 # Connection options an app may give: close is honoured, keep-alive is the server's to decide.
 # Any other (an Upgrade, a field name to strip) would change the framing: refused like the rest.
-_APP_CONNECTION = frozenset([b"close", b"keep-alive"])
+_APP_CONNECTION: Final = frozenset([b"close", b"keep-alive"])
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
@@ -48,8 +48,8 @@ class AppHead(NamedTuple):
     connection: bytes = b""  # the app's Connection value as it gave it (b"": none)
 
 
-_checked: Dict[Tuple[Tuple[bytes, bytes], ...], AppHead] = {}
-_MAX_CHECKED = 512
+_checked: Final[Dict[Tuple[Tuple[bytes, bytes], ...], AppHead]] = {}
+_MAX_CHECKED: Final = 512
 
 
 def check_app_headers(headers: List[Tuple[bytes, bytes]]) -> AppHead:
@@ -118,7 +118,7 @@ def plan_framing(
     return CLOSE_DELIMITED, 0
 
 
-_status_lines: Dict[Tuple[int, bytes], bytes] = {}
+_status_lines: Final[Dict[Tuple[int, bytes], bytes]] = {}
 
 
 def status_line(status: int, reason: bytes) -> bytes:

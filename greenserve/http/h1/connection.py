@@ -16,7 +16,7 @@ The request side moves through the states in ``_REQUEST_STEPS``; the response si
 from __future__ import annotations
 
 import enum
-from typing import List, Optional, Tuple, Union
+from typing import Final, List, Optional, Tuple, Union
 
 from ...errors import LocalProtocolError, RemoteProtocolError
 from . import _writers, headers
@@ -44,14 +44,14 @@ class ResponseState(enum.Enum):
     __hash__ = object.__hash__
 
 
-_REQUEST_STEPS = {
+_REQUEST_STEPS: Final = {
     (RequestState.IDLE, "head-with-body"): RequestState.BODY,
     (RequestState.IDLE, "head-without-body"): RequestState.DONE,
     (RequestState.IDLE, "eof"): RequestState.CLOSED,
     (RequestState.BODY, "end"): RequestState.DONE,
     (RequestState.DONE, "next-cycle"): RequestState.IDLE,
 }
-_RESPONSE_STEPS = {
+_RESPONSE_STEPS: Final = {
     (ResponseState.IDLE, "head"): ResponseState.BODY,
     (ResponseState.IDLE, "whole"): ResponseState.DONE,
     (ResponseState.BODY, "end"): ResponseState.DONE,
@@ -63,10 +63,12 @@ _RESPONSE_STEPS = {
 
 
 # Module-level names for the states used per request: an attribute of an Enum class goes
-# through EnumType.__getattr__ (slow on Python 3.11); a global is a dict lookup.
-_REQ_IDLE, _REQ_BODY, _REQ_CLOSED, _REQ_ERROR = (
-    RequestState.IDLE, RequestState.BODY, RequestState.CLOSED, RequestState.ERROR)
-_RESP_IDLE = ResponseState.IDLE
+# through EnumType.__getattr__ (slow on Python 3.11); a Final global is a C static, compiled.
+_REQ_IDLE: Final = RequestState.IDLE
+_REQ_BODY: Final = RequestState.BODY
+_REQ_CLOSED: Final = RequestState.CLOSED
+_REQ_ERROR: Final = RequestState.ERROR
+_RESP_IDLE: Final = ResponseState.IDLE
 
 
 class H1Connection:

@@ -9,19 +9,19 @@ connection. Anything ambiguous is refused (RFC 9112 6.3 lists the framing rules;
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple, Optional
+from typing import Final, NamedTuple, Optional
 
 from ...errors import RemoteProtocolError
 from . import _abnf
 from .events import Headers
 
 # Body framing of a request.
-NO_BODY = 0
-LENGTH = 1
-CHUNKED = 2
+NO_BODY: Final = 0
+LENGTH: Final = 1
+CHUNKED: Final = 2
 
 # Python ints have no overflow, but a number this long is larger than any body we accept.
-_MAX_CL_DIGITS = 18
+_MAX_CL_DIGITS: Final = 18
 
 
 class HeadInfo(NamedTuple):
@@ -74,9 +74,9 @@ def _content_length(values: list[bytes], max_body: int) -> int:
 # Host values found valid (as the parser keeps lines, see _readers): a server hears the same few
 # names again and again, and a set lookup costs far less than the grammar's expression. Only
 # short values are kept; a full set is emptied.
-_HOSTS_MAX = 256
-_HOST_LEN = 256
-_valid_hosts: set[bytes] = set()
+_HOSTS_MAX: Final = 256
+_HOST_LEN: Final = 256
+_valid_hosts: Final[set[bytes]] = set()
 
 
 def _check_host_value(value: bytes) -> None:
@@ -92,9 +92,9 @@ def _check_host_value(value: bytes) -> None:
 
 # Connection values found valid, with their tokens: a handful in practice (close, keep-alive,
 # Upgrade), each split and matched against the token rule once, not on every request.
-_CONNECTION_MAX = 64
-_CONNECTION_LEN = 64
-_seen_connection: dict[bytes, list[bytes]] = {}
+_CONNECTION_MAX: Final = 64
+_CONNECTION_LEN: Final = 64
+_seen_connection: Final[dict[bytes, list[bytes]]] = {}
 
 
 def _connection_tokens(value: bytes) -> list[bytes]:
@@ -120,11 +120,11 @@ def _check_host(values: list[bytes], http11: bool) -> None:
         _check_host_value(values[0])
 
 
-_FRAMING_FIELDS = frozenset(
+_FRAMING_FIELDS: Final = frozenset(
     [b"content-length", b"transfer-encoding", b"host", b"connection", b"expect"])
 # Building a NamedTuple without its generated Python-level __new__ (hot path).
-_new_info = functools.partial(tuple.__new__, HeadInfo)
-_PLAIN = HeadInfo(NO_BODY, 0, True, False)  # an HTTP/1.1 request with one Host and no body
+_new_info: Final = functools.partial(tuple.__new__, HeadInfo)
+_PLAIN: Final = HeadInfo(NO_BODY, 0, True, False)  # an HTTP/1.1 request with one Host and no body
 
 
 def analyse(headers: Headers, http11: bool, max_body: int) -> HeadInfo:
