@@ -98,7 +98,7 @@ class Connection(Responder, BodyReader):
         """A new connection: serve it at once if its first bytes are already there (a client
         sends its request right after connecting), else go idle. Served at once, the request
         waits for no turn of the loop, and a connection closed after one response never
-        touches the selector. Never switches before the app's first wait."""
+        touches the poller. Never switches before the app's first wait."""
         try:
             data = self.gsock.recv_nowait(RECV_SIZE)
         except OSError:

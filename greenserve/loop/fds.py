@@ -38,7 +38,8 @@ _DefaultSelector: Final = selectors.DefaultSelector
 @mypyc_attr(allow_interpreted_subclasses=True)
 class Poller:
     """Which registered fds are ready. ``unregister`` of an fd the kernel already dropped (it
-    was closed) is not an error; the others raise OSError as the kernel answers."""
+    was closed) is not an error; the others raise as the platform answers (OSError; the
+    selector also KeyError or ValueError)."""
 
     def register(self, fd: int, events: int) -> None:
         raise NotImplementedError
@@ -185,7 +186,7 @@ class FdTable:
     _ready: Deque[Tuple[Callable[..., Any], Tuple[Any, ...]]]
 
     def close(self) -> None:
-        """Release the selector and the wakeup sockets. The hub must not be running."""
+        """Release the poller and the wakeup sockets. The hub must not be running."""
         self.poller.close()
         self._wake_r.close()
         self._wake_w.close()
@@ -262,7 +263,7 @@ class FdTable:
         del self._entries[fd]
         if entry.mask:
             self.poller.unregister(fd)
-            entry.mask = 0  # a turn still holding this entry must not touch the selector
+            entry.mask = 0  # a turn still holding this entry must not touch the poller
 
     def fd_count(self) -> int:
         """How many fds the hub knows about (for statistics)."""

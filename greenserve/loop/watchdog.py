@@ -2,7 +2,7 @@
 
 Strategy: every quarter of ``block_threshold`` a daemon thread reads the hub's counters of
 turns and of greenlet switches (``Hub.turns``, ``Hub.switches``). When neither has moved for
-longer than the threshold and the hub is not idle in its selector (``Hub.polling``), one piece
+longer than the threshold and the hub is not idle in its poller (``Hub.polling``), one piece
 of code, a greenlet or a hub callback, has run all that time without waiting, and every other
 request is stuck behind it. (The hub says so itself: compiled, it has no Python frames to read.)
 The watchdog then logs, once per incident, the stack of that thread (``sys._current_frames``:

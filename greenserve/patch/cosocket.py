@@ -184,12 +184,12 @@ def _resolved(sock: Any, address: Any) -> Any:
     """(name, port, ...) -> a numeric address, looked up in a pool thread if it is a name."""
     if not isinstance(address, tuple) or len(address) < 2:
         return address
-    if isinstance(address[0], str):
+    if isinstance(address[0], str) and type(address[1]) is int:
         try:
             socket.inet_pton(_family(sock), address[0])
             return address  # an IP literal already (create_connection's case): no lookup
-        except OSError:
-            pass
+        except (OSError, ValueError):
+            pass  # a name (or a NUL in it: the lookup refuses that as before)
     infos = getaddrinfo(address[0], address[1], sock.family, sock.type, sock.proto)
     sockaddr = infos[0][4]
     return sockaddr[:2] + tuple(address[2:]) if len(address) > 2 else sockaddr

@@ -1,4 +1,4 @@
-"""Server: listeners, the accept path, idle connections, graceful stop and statistics.
+"""Server: listeners, idle connections, graceful stop and statistics (the accept is accepting.py).
 
 Strategy:
 - Accepting is ``Acceptor``'s (accepting.py, compiled): one accept of a turn empties the listen

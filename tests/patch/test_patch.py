@@ -485,9 +485,13 @@ def test_connecting_to_an_ip_literal_looks_nothing_up(patched, slow_upstream, mo
         with socket.socket() as sock:
             sock.settimeout(10)
             sock.connect(("localhost", slow_upstream))  # a name: resolved, in a pool thread
-            return answer, sock.getpeername()[1]
+            peer = sock.getpeername()[1]
+        with socket.socket() as sock:  # a port given as text: the lookup makes it a number
+            sock.settimeout(10)
+            sock.connect(("127.0.0.1", str(slow_upstream)))
+            return answer, peer, sock.getpeername()[1]
 
-    assert run_hub(main) == (b"pong ping\n", slow_upstream)
+    assert run_hub(main) == (b"pong ping\n", slow_upstream, slow_upstream)
     assert lookups == ["localhost"]
     with socket.socket(socket.AF_INET6) as six:
         assert cosocket._family(six) == socket.AF_INET6

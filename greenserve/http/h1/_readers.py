@@ -46,8 +46,9 @@ _seen_fields: Final[Dict[bytes, Tuple[bytes, bytes]]] = {}
 _seen_request_lines: Final[Dict[bytes, Tuple[bytes, bytes, bytes]]] = {}
 # Whole heads, for a client that repeats one exactly (a probe, an API client, a load test):
 # the parsed Request (immutable: shared by every request of those bytes) with what the limits
-# are checked against, (request line length, field count). Kept only when every field line
-# could be kept above (so no credentials), up to _HEAD_LEN bytes.
+# are checked against, (request line length, field count). Kept only when its request line and
+# every field line are short enough to be kept above (so no credentials, no long query string),
+# up to _HEAD_LEN bytes.
 _HEADS_MAX: Final = 256
 _HEAD_LEN: Final = 1024
 _seen_heads: Final[Dict[bytes, Tuple[Request, int, int]]] = {}
@@ -203,7 +204,7 @@ class HeadReader:
             raise RemoteProtocolError("request head too large", 431)
         head = _take_head(buf, end)
         self._scanned = 0
-        known = _seen_heads.get(head)
+        known = _seen_heads.get(head) if end < _HEAD_LEN else None
         if known is not None:
             request, line_length, count = known
             if (line_length <= limits.max_request_line and count <= limits.max_header_count
@@ -231,7 +232,8 @@ class HeadReader:
             head = b"\r\n".join([line, *lines] if parsed_line else lines)
             self._refuse_incomplete(bytearray(head + b"\r\n\r\n"))
             raise
-        if len(head) <= _HEAD_LEN and all(field in _seen_fields for field in lines):
+        if (len(head) <= _HEAD_LEN and len(line) <= _SEEN_LINE
+                and all(field in _seen_fields for field in lines)):
             if len(_seen_heads) >= _HEADS_MAX:
                 _seen_heads.clear()
             _seen_heads[head] = (request, len(line), len(lines))
