@@ -125,6 +125,7 @@ _FRAMING_FIELDS: Final = frozenset(
 # Building a NamedTuple without its generated Python-level __new__ (hot path).
 _new_info: Final = functools.partial(tuple.__new__, HeadInfo)
 _PLAIN: Final = HeadInfo(NO_BODY, 0, True, False)  # an HTTP/1.1 request with one Host and no body
+_PLAIN_CLOSE: Final = HeadInfo(NO_BODY, 0, False, False)  # the same, the client closing after it
 
 
 def analyse(headers: Headers, http11: bool, max_body: int) -> HeadInfo:
@@ -138,6 +139,20 @@ def analyse(headers: Headers, http11: bool, max_body: int) -> HeadInfo:
         # The usual request: only a Host among the fields that matter here.
         _check_host_value(special[0][1])
         return _PLAIN
+    if len(special) == 2:
+        # The next most usual: a Host and one Connection line (close, keep-alive), no body.
+        (first, first_value), (second, second_value) = special
+        if first == b"host" and second == b"connection":
+            host_value, tokens = first_value, _connection_tokens(second_value)
+        elif first == b"connection" and second == b"host":
+            host_value, tokens = second_value, _connection_tokens(first_value)
+        else:
+            host_value, tokens = b"", []
+        if tokens:
+            _check_host_value(host_value)
+            if http11:
+                return _PLAIN_CLOSE if b"close" in tokens else _PLAIN
+            return _PLAIN if b"keep-alive" in tokens and b"close" not in tokens else _PLAIN_CLOSE
     cl: list[bytes] = []
     te: list[bytes] = []
     host: list[bytes] = []
