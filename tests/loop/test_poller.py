@@ -76,3 +76,40 @@ def test_unregistering_an_fd_closed_since_is_not_an_error(poller):
             poller.register(again.fileno(), EVENT_READ)
             other.send(b"x")
             assert poller.poll(0) == [(again.fileno(), EVENT_READ)]
+
+
+@pytest.mark.skipif(not hasattr(select, "epoll"), reason="epoll only")
+def test_a_poll_takes_a_batch_and_the_next_poll_starts_with_what_it_left():
+    """With more ready fds than a batch, the fds one poll leaves come first in the next: no
+    connection waits for the others to be served twice."""
+    import resource
+
+    from greenserve.loop import fds
+
+    pairs_wanted = fds._MAX_EVENTS + 76
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = 2 * pairs_wanted + 64
+    if soft < need:
+        if hard != resource.RLIM_INFINITY and hard < need:
+            pytest.skip(f"needs {need} open files")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+    poller = EpollPoller()
+    pairs = []
+    try:
+        for _ in range(pairs_wanted):
+            a, b = socket.socketpair()
+            pairs.append((a, b))
+            poller.register(a.fileno(), EVENT_READ)
+            b.send(b"x")
+        first = [fd for fd, _ in poller.poll(0)]
+        assert len(first) == fds._MAX_EVENTS
+        left = {a.fileno() for a, _ in pairs} - set(first)
+        assert len(left) == 76
+        second = [fd for fd, _ in poller.poll(0)]
+        assert set(second[:76]) == left
+    finally:
+        poller.close()
+        for a, b in pairs:
+            a.close()
+            b.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
