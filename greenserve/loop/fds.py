@@ -75,17 +75,14 @@ class EpollPoller(Poller):
 
     def __init__(self) -> None:
         self._epoll: Any = select.epoll()
-        self._count = 0  # registered fds: the most events one poll can return
 
     def register(self, fd: int, events: int) -> None:
         self._epoll.register(fd, _to_epoll(events))
-        self._count += 1
 
     def modify(self, fd: int, events: int) -> None:
         self._epoll.modify(fd, _to_epoll(events))
 
     def unregister(self, fd: int) -> None:
-        self._count -= 1
         try:
             self._epoll.unregister(fd)
         except (OSError, ValueError):
@@ -97,7 +94,7 @@ class EpollPoller(Poller):
             # whole milliseconds, rounded up: epoll's resolution (as selectors rounds it)
             wait = 0.0 if timeout <= 0 else math.ceil(timeout * 1e3) * 1e-3
         try:
-            answer = self._epoll.poll(wait, min(max(self._count, 1), _MAX_EVENTS))
+            answer = self._epoll.poll(wait, _MAX_EVENTS)
         except InterruptedError:
             return []
         ready: List[Tuple[int, int]] = []
